@@ -1,0 +1,134 @@
+//! A TCP proxy with a switch, for fault tests: put it between a service and
+//! Redis or RabbitMQ, then take the backend "down" (every connection cut,
+//! new ones closed at once) or make it "hang" (connections stay open but
+//! nothing gets through), and bring it back.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward both ways.
+    Up,
+    /// Cut every connection and close new ones immediately.
+    Down,
+    /// Keep connections open but forward nothing: a backend that hangs.
+    Hang,
+}
+
+/// A running proxy. Dropping it stops it.
+pub struct Proxy {
+    addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+    task: tokio::task::JoinHandle<()>,
+    /// Sockets held open in `Hang` mode.
+    parked: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    /// Proxies a fresh local port to `target` (host:port).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (mode, watcher) = watch::channel(Mode::Up);
+        let parked = Arc::new(Mutex::new(Vec::new()));
+        let target = target.to_owned();
+        let park = Arc::clone(&parked);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let current = *watcher.borrow();
+                match current {
+                    Mode::Down => drop(client),
+                    Mode::Hang => park.lock().expect("park").push(client),
+                    Mode::Up => {
+                        tokio::spawn(forward(
+                            client,
+                            target.clone(),
+                            watcher.clone(),
+                            Arc::clone(&park),
+                        ));
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            mode,
+            task,
+            parked,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_for(&self, url: &str) -> String {
+        let mut u = reqwest::Url::parse(url).expect("valid URL");
+        let _ = u.set_host(Some("127.0.0.1"));
+        let _ = u.set_port(Some(self.port()));
+        u.to_string()
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+        if mode != Mode::Hang {
+            self.parked.lock().expect("park").clear();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.mode.send_replace(Mode::Down);
+        self.task.abort();
+    }
+}
+
+async fn forward(
+    mut client: TcpStream,
+    target: String,
+    mut mode: watch::Receiver<Mode>,
+    parked: Arc<Mutex<Vec<TcpStream>>>,
+) {
+    let Ok(mut server) = TcpStream::connect(&target).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let copy = async {
+        tokio::select! {
+            r = tokio::io::copy(&mut cr, &mut sw) => r,
+            r = tokio::io::copy(&mut sr, &mut cw) => r,
+        }
+    };
+    let switched = async {
+        loop {
+            if mode.changed().await.is_err() {
+                return Mode::Down;
+            }
+            let m = *mode.borrow();
+            if m != Mode::Up {
+                return m;
+            }
+        }
+    };
+    tokio::select! {
+        _ = copy => {}
+        m = switched => {
+            if m == Mode::Hang {
+                // Keep the client's socket open, reading nothing back.
+                parked.lock().expect("park").push(client);
+            }
+        }
+    }
+}

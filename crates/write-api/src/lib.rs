@@ -1,0 +1,171 @@
+//! write-api: the admin HTTP API. Every change commits to Postgres together
+//! with its outbox event; the relay ([`relay`]) publishes the events to
+//! RabbitMQ after commit.
+//!
+//! The binary is a thin `main`; tests build and run the same
+//! [`Application`] in-process on port 0.
+
+mod auth;
+mod openapi;
+mod relay;
+mod routes;
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{App, HttpResponse, HttpServer, dev::Server, middleware, web};
+use anyhow::Context;
+use bus::{Publisher, Topology};
+use service::{Settings, http};
+use store::{Db, PoolSettings};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+pub use relay::RelayWaker;
+
+/// What every handler shares.
+pub struct State {
+    pub db: Db,
+    pub waker: RelayWaker,
+    pub publisher: Arc<Publisher>,
+}
+
+/// A built, bound, not yet running write-api.
+pub struct Application {
+    port: u16,
+    server: Server,
+    relay: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Migrates (if `database.migrate`), connects, binds `write_api.bind`
+    /// and starts the outbox relay.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_shutdown(settings, CancellationToken::new()).await
+    }
+
+    /// As [`Application::build`], stopping when `shutdown` is cancelled.
+    pub async fn build_with_shutdown(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records.
+        let _ = service::telemetry::metrics();
+        if settings.database.migrate {
+            let applied = store::migrate(&settings.database.url)
+                .await
+                .context("applying database migrations")?;
+            tracing::info!(applied, "database migrations are up to date");
+        }
+        let db = Db::connect(
+            &settings.database.url,
+            &PoolSettings {
+                max_size: settings.database.pool_size,
+                wait_timeout: settings.acquire_timeout(),
+                statement_timeout: settings.statement_timeout(),
+                application_name: "write-api".into(),
+                ..PoolSettings::default()
+            },
+        )
+        .context("creating the Postgres pool")?;
+        let topology = Topology::new(&settings.namespace);
+        let publisher = Arc::new(Publisher::new(&settings.amqp.url, "write-api", topology));
+        let waker = RelayWaker::default();
+        let relay = relay::Relay {
+            db: db.clone(),
+            publisher: Arc::clone(&publisher),
+            waker: waker.clone(),
+            poll: Duration::from_millis(settings.write_api.relay_poll_ms.max(10)),
+            batch: settings.write_api.relay_batch.max(1),
+        };
+        let relay = tokio::spawn(relay.run(shutdown.child_token()));
+        // Anything committed while no relay ran (a crash) goes out now.
+        waker.wake();
+
+        let state = web::Data::new(State {
+            db,
+            waker,
+            publisher,
+        });
+        let tokens = web::Data::new(auth::Tokens::new(&settings.auth.admin_tokens));
+        let openapi = web::Data::new(openapi::ApiDoc::openapi().to_json().context("openapi")?);
+        let listener = TcpListener::bind(&settings.write_api.bind)
+            .with_context(|| format!("binding write_api.bind {}", settings.write_api.bind))?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(tokens.clone())
+                .app_data(openapi.clone())
+                .wrap(http::RequestMetrics)
+                .wrap(middleware::Compress::default())
+                .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .route("/metrics", web::get().to(http::metrics))
+                .route("/openapi.json", web::get().to(openapi_json))
+                .service(
+                    web::scope("/products")
+                        .wrap(middleware::from_fn(auth::require_token))
+                        .service(
+                            web::resource("")
+                                .route(web::post().to(routes::create))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/bulk")
+                                .route(web::post().to(routes::create_bulk))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/{id}")
+                                .route(web::get().to(routes::get))
+                                .route(web::patch().to(routes::patch))
+                                .route(web::delete().to(routes::delete))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/{id}/stock")
+                                .route(web::put().to(routes::put_stock))
+                                .default_service(web::to(http::method_not_allowed)),
+                        ),
+                )
+                .default_service(web::to(http::not_found))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            relay,
+            shutdown,
+        })
+    }
+
+    /// The bound port (useful with `bind = "127.0.0.1:0"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Cancelling this token stops the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled; then finishes in-flight
+    /// requests and lets the relay flush.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let result = http::serve_until(self.server, self.shutdown.clone()).await;
+        self.shutdown.cancel();
+        let _ = self.relay.await;
+        result.context("HTTP server")
+    }
+}
+
+async fn openapi_json(doc: web::Data<String>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.get_ref().clone())
+}

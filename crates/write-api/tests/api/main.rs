@@ -1,0 +1,11 @@
+//! write-api integration tests: the real service in-process on port 0,
+//! against the real Postgres and RabbitMQ, one database and namespace per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod events;
+mod helpers;
+mod outbox;
+mod routes;
+mod validation;

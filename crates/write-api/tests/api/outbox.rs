@@ -1,0 +1,145 @@
+//! Nothing is lost: the outbox holds events while RabbitMQ is away, relays
+//! of other (or crashed) instances' rows, and concurrent writers' versions
+//! all arrive.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use test_support::{Mode, Proxy};
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_on};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn writes_succeed_while_rabbitmq_is_down_and_events_follow_when_it_returns() {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    proxy.set(Mode::Down);
+    let url = proxy.url_for(&test_support::amqp_url());
+    let app = spawn_app_with(|s| s.amqp.url = url).await;
+    let mut events = app.env.listen().await;
+
+    let mut expected = BTreeSet::new();
+    for i in 0..5 {
+        let p = app.create(&format!("DOWN-{i}")).await;
+        let id = p["id"].as_i64().unwrap();
+        expected.insert((id, 1));
+        let res = app.patch(id, &json!({"price_cents": 1}), None).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::OK,
+            "writes do not need the broker"
+        );
+        expected.insert((id, 2));
+    }
+    let (_, backlog) = app.counts().await;
+    assert_eq!(backlog, 10, "every event waits in the outbox");
+    events.assert_quiet(Duration::from_millis(200)).await;
+
+    proxy.set(Mode::Up);
+    let got: BTreeSet<(i64, i64)> = events
+        .take(10, WAIT)
+        .await
+        .iter()
+        .map(|e| (e.event.product_id.get(), e.event.version.get()))
+        .collect();
+    assert_eq!(got, expected);
+    test_support::eventually("the outbox to empty", WAIT, || async {
+        (app.counts().await.1 == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn another_instance_publishes_what_a_dead_one_left_behind() {
+    let dead_broker = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        test_support::closed_port()
+    );
+    let first = spawn_app_with(|s| s.amqp.url = dead_broker).await;
+    let env = Arc::clone(&first.env);
+    let mut events = env.listen().await;
+    for i in 0..3 {
+        first.create(&format!("LEFT-{i}")).await;
+    }
+    first.stop().await;
+    assert_eq!(env.db().outbox_backlog().await.unwrap().0, 3, "left behind");
+
+    let second = spawn_on(Arc::clone(&env), |_| {}).await;
+    let got = events.take(3, WAIT).await;
+    assert!(got.iter().all(|e| e.routing_key == "product.created"));
+    test_support::eventually("the outbox to empty", WAIT, || async {
+        (second.counts().await.1 == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_lose_no_version() {
+    const TASKS: i64 = 8;
+    const UPDATES: i64 = 50;
+    let app = Arc::new(spawn_app().await);
+    let mut events = app.env.listen().await;
+    let mut ids = Vec::new();
+    for t in 0..TASKS {
+        ids.push(app.create(&format!("CW-{t}")).await["id"].as_i64().unwrap());
+    }
+    // 8 tasks × 50 updates, two tasks per product so updates also contend.
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let app = Arc::clone(&app);
+        let id = ids[usize::try_from(t / 2).unwrap()];
+        tasks.push(tokio::spawn(async move {
+            for n in 0..UPDATES {
+                let res = app
+                    .patch(id, &json!({"price_cents": t * 1000 + n}), None)
+                    .await;
+                assert_eq!(res.status(), StatusCode::OK);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = usize::try_from(TASKS + TASKS * UPDATES).unwrap();
+    let got = events.take(total, WAIT).await;
+    let pairs: BTreeSet<(i64, i64)> = got
+        .iter()
+        .map(|e| (e.event.product_id.get(), e.event.version.get()))
+        .collect();
+    let mut expected = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        // Products 0..4 got 100 updates each; 4..8 only their create.
+        let versions = if i < 4 { 1 + 2 * UPDATES } else { 1 };
+        for v in 1..=versions {
+            expected.insert((*id, v));
+        }
+    }
+    assert_eq!(pairs, expected, "every (product, version) is published");
+    assert_eq!(got.len(), total, "and each exactly once");
+}
+
+#[tokio::test]
+async fn two_instances_share_one_outbox_without_duplicates() {
+    let a = spawn_app().await;
+    let b = spawn_on(Arc::clone(&a.env), |_| {}).await;
+    let mut events = a.env.listen().await;
+    let (ra, rb) = tokio::join!(
+        async {
+            for i in 0..30 {
+                a.create(&format!("A-{i}")).await;
+            }
+        },
+        async {
+            for i in 0..30 {
+                b.create(&format!("B-{i}")).await;
+            }
+        }
+    );
+    let ((), ()) = (ra, rb);
+    let got = events.take(60, WAIT).await;
+    let ids: BTreeSet<i64> = got.iter().map(|e| e.event.product_id.get()).collect();
+    assert_eq!(ids.len(), 60);
+    events.assert_quiet(Duration::from_millis(300)).await;
+}
