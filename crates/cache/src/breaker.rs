@@ -1,0 +1,131 @@
+//! A circuit breaker for Redis: after `threshold` consecutive failures it
+//! opens and callers skip Redis at once (no waiting on a dead server); after
+//! `cooldown` it lets one probe through, and closes again if it succeeds.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Breaker state, as exported in metrics: 0 closed, 1 open, 2 half-open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    /// Reference point for `open_until`.
+    epoch: Instant,
+    failures: AtomicU32,
+    /// Micros since `epoch` until which the breaker is open; 0 when closed.
+    open_until: AtomicU64,
+    /// A half-open probe is in flight.
+    probing: AtomicBool,
+    /// Metric label distinguishing breakers in one process.
+    name: &'static str,
+}
+
+impl Breaker {
+    pub fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Self {
+        let b = Self {
+            threshold: threshold.max(1),
+            cooldown,
+            epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            name,
+        };
+        b.publish(BreakerState::Closed);
+        b
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match self.open_until.load(Ordering::Acquire) {
+            0 => BreakerState::Closed,
+            until if self.now() < until => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether a call may go to Redis now. In half-open state exactly one
+    /// caller gets `true` (the probe) until it reports back.
+    pub fn allow(&self) -> bool {
+        match self.state() {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+        }
+    }
+
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Release);
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(breaker = self.name, "redis is back; circuit closed");
+            self.publish(BreakerState::Closed);
+        }
+        self.probing.store(false, Ordering::Release);
+    }
+
+    pub fn failure(&self) {
+        let reopen = self.probing.swap(false, Ordering::AcqRel);
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if reopen || (failures >= self.threshold && self.open_until.load(Ordering::Acquire) == 0) {
+            let until = self.now() + u64::try_from(self.cooldown.as_micros()).unwrap_or(u64::MAX);
+            self.open_until.store(until.max(1), Ordering::Release);
+            if !reopen {
+                tracing::warn!(breaker = self.name, failures, "redis failing; circuit open");
+            }
+            self.publish(BreakerState::Open);
+        }
+    }
+
+    fn publish(&self, state: BreakerState) {
+        let v = match state {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        };
+        metrics::gauge!("cache_breaker_state", "breaker" => self.name).set(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_and_probes_after_cooldown() {
+        let b = Breaker::new("test", 3, Duration::from_millis(30));
+        assert!(b.allow());
+        b.failure();
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.allow(), "one probe");
+        assert!(!b.allow(), "only one");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open, "a failed probe reopens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow() && b.allow());
+    }
+}

@@ -1,0 +1,181 @@
+//! L1: a bounded in-process cache per read-api instance, fenced by the
+//! product events the instance consumes, under the same version rules as
+//! Redis.
+//!
+//! moka's loaders insert unconditionally, which would let a slow loader
+//! overwrite a newer version or a fence. Every write here goes through
+//! `and_compute_with` instead: a per-key compare-and-set.
+
+use std::{sync::Arc, time::Duration};
+
+use domain::{ProductId, Version};
+use moka::{future::Cache, ops::compute::Op};
+
+use crate::{Entry, FenceKind};
+
+#[derive(Clone)]
+pub struct L1 {
+    /// `None` when disabled (`cache.l1_capacity = 0`).
+    cache: Option<Cache<ProductId, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for L1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1")
+            .field("entries", &self.cache.as_ref().map(Cache::entry_count))
+            .finish()
+    }
+}
+
+impl L1 {
+    /// `capacity` entries living `ttl` each; capacity 0 disables L1.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let cache = (capacity > 0).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { cache }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cache.is_some()
+    }
+
+    pub async fn get(&self, id: ProductId) -> Option<Arc<Entry>> {
+        self.cache.as_ref()?.get(&id).await
+    }
+
+    /// Fills with a value or the absent marker, unless what is held is as new
+    /// or newer (or a fence above it). Returns whether it was written.
+    pub async fn fill(&self, id: ProductId, entry: Arc<Entry>) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let written = cache
+            .entry(id)
+            .and_compute_with(|held| {
+                let op = match held {
+                    Some(held) if !held.value().admits_fill(&entry) => Op::Nop,
+                    _ => Op::Put(entry),
+                };
+                std::future::ready(op)
+            })
+            .await;
+        let stored = matches!(
+            written,
+            moka::ops::compute::CompResult::Inserted(_)
+                | moka::ops::compute::CompResult::ReplacedWith(_)
+        );
+        if !stored {
+            metrics::counter!("cache_fill_refused_total", "tier" => "l1").increment(1);
+        }
+        stored
+    }
+
+    /// Fences at `version` unless what is held is already at or above it.
+    pub async fn fence(&self, id: ProductId, version: Version, kind: FenceKind) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let marker = Arc::new(match kind {
+            FenceKind::Tombstone => Entry::tombstone(version),
+            FenceKind::Deleted => Entry::deleted(version),
+        });
+        cache
+            .entry(id)
+            .and_compute_with(|held| {
+                let op = match held {
+                    Some(held) if !held.value().admits_fence(version) => Op::Nop,
+                    _ => Op::Put(marker),
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
+    /// Drops everything: after the event subscription was lost, L1 may have
+    /// missed fences.
+    pub fn clear(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.as_ref().map_or(0, Cache::entry_count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::tests::table;
+    use bytes::Bytes;
+
+    fn id() -> ProductId {
+        ProductId::new(7).unwrap()
+    }
+
+    #[tokio::test]
+    async fn l1_follows_the_design_table() {
+        for (held, v, fill, fence) in table() {
+            let l1 = L1::new(100, Duration::from_secs(60));
+            l1.cache
+                .as_ref()
+                .unwrap()
+                .insert(id(), Arc::new(held.clone()))
+                .await;
+            let incoming = Arc::new(Entry::value(Version(v), Bytes::from_static(b"{}")));
+            assert_eq!(
+                l1.fill(id(), incoming).await,
+                fill,
+                "fill {v} over {held:?}"
+            );
+
+            let l1 = L1::new(100, Duration::from_secs(60));
+            l1.cache
+                .as_ref()
+                .unwrap()
+                .insert(id(), Arc::new(held.clone()))
+                .await;
+            l1.fence(id(), Version(v), FenceKind::Tombstone).await;
+            let now = l1.get(id()).await.unwrap();
+            let expected = if fence {
+                Entry::tombstone(Version(v))
+            } else {
+                held.clone()
+            };
+            assert_eq!(*now, expected, "fence {v} over {held:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_fill_cannot_undo_a_fence() {
+        let l1 = L1::new(100, Duration::from_secs(60));
+        // A reader loaded version 7; before it fills, the event for 8 lands.
+        l1.fence(id(), Version(8), FenceKind::Tombstone).await;
+        assert!(
+            !l1.fill(id(), Arc::new(Entry::value(Version(7), Bytes::new())))
+                .await
+        );
+        assert_eq!(l1.get(id()).await.unwrap().version, Version(8));
+        // Out-of-order and duplicated fences never lower it.
+        l1.fence(id(), Version(6), FenceKind::Tombstone).await;
+        l1.fence(id(), Version(8), FenceKind::Tombstone).await;
+        assert_eq!(l1.get(id()).await.unwrap().version, Version(8));
+        assert!(
+            l1.fill(id(), Arc::new(Entry::value(Version(8), Bytes::new())))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_l1_holds_nothing() {
+        let l1 = L1::new(0, Duration::from_secs(1));
+        assert!(!l1.enabled());
+        assert!(!l1.fill(id(), Arc::new(Entry::absent())).await);
+        assert!(l1.get(id()).await.is_none());
+    }
+}

@@ -1,0 +1,159 @@
+//! Trending: product views counted in process, flushed to Redis in batches
+//! into hour-bucket sorted sets (never a Redis round trip per view), and
+//! rolled up into a 24-hour top list by one instance at a time.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use domain::ProductId;
+
+use crate::{CacheError, L2};
+
+/// How long an hour bucket lives: the 24 hours it counts for, plus slack.
+const BUCKET_TTL_SECS: i64 = 26 * 3600;
+/// Members kept in the rolled-up top list.
+const TOP_KEEP: i64 = 1000;
+
+/// Views counted since the last flush.
+#[derive(Debug, Default)]
+pub struct ViewCounter {
+    pending: Mutex<HashMap<ProductId, u64>>,
+}
+
+impl ViewCounter {
+    /// Counts one view; a map update, no I/O.
+    pub fn record(&self, id: ProductId) {
+        if let Ok(mut pending) = self.pending.lock() {
+            *pending.entry(id).or_default() += 1;
+        }
+    }
+
+    /// Takes the counts gathered so far.
+    pub fn take(&self) -> HashMap<ProductId, u64> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+}
+
+fn hour_of(unix_secs: i64) -> i64 {
+    unix_secs.div_euclid(3600)
+}
+
+impl L2 {
+    /// Adds view counts to the current hour's bucket, in one pipeline.
+    pub async fn add_views(
+        &self,
+        counts: &HashMap<ProductId, u64>,
+        unix_secs: i64,
+    ) -> Result<(), CacheError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let bucket = self.keys().trending_bucket(hour_of(unix_secs));
+        let mut pipe = redis::pipe();
+        for (id, n) in counts {
+            pipe.cmd("ZINCRBY")
+                .arg(&bucket)
+                .arg(*n)
+                .arg(id.get())
+                .ignore();
+        }
+        pipe.cmd("EXPIRE")
+            .arg(&bucket)
+            .arg(BUCKET_TTL_SECS)
+            .ignore();
+        self.pipeline::<()>("add_views", pipe).await
+    }
+
+    /// Recomputes the 24-hour top list from the hour buckets, unless another
+    /// instance did within `every`. Returns whether this call did it.
+    pub async fn rollup_trending(
+        &self,
+        unix_secs: i64,
+        every: Duration,
+    ) -> Result<bool, CacheError> {
+        let lock: Option<String> = self
+            .raw(
+                redis::cmd("SET")
+                    .arg(self.keys().trending_lock())
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(u64::try_from(every.as_millis()).unwrap_or(10_000).max(1))
+                    .clone(),
+            )
+            .await?;
+        if lock.is_none() {
+            return Ok(false);
+        }
+        let now = hour_of(unix_secs);
+        let buckets: Vec<String> = (0..24)
+            .map(|h| self.keys().trending_bucket(now - h))
+            .collect();
+        let top = self.keys().trending_top();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZUNIONSTORE")
+            .arg(&top)
+            .arg(buckets.len())
+            .arg(&buckets)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYRANK")
+            .arg(&top)
+            .arg(0)
+            .arg(-(TOP_KEEP + 1))
+            .ignore();
+        pipe.cmd("EXPIRE").arg(&top).arg(BUCKET_TTL_SECS).ignore();
+        self.pipeline::<()>("rollup_trending", pipe).await?;
+        Ok(true)
+    }
+
+    /// The most viewed products over the last 24 hours, most viewed first.
+    pub async fn trending(&self, limit: usize) -> Result<Vec<(ProductId, u64)>, CacheError> {
+        let stop = i64::try_from(limit).unwrap_or(100).max(1) - 1;
+        let raw: Vec<(String, f64)> = self
+            .raw(
+                redis::cmd("ZREVRANGE")
+                    .arg(self.keys().trending_top())
+                    .arg(0)
+                    .arg(stop)
+                    .arg("WITHSCORES")
+                    .clone(),
+            )
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(member, score)| {
+                let id = member.parse::<ProductId>().ok()?;
+                Some((id, score.max(0.0) as u64))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_batches_views() {
+        let c = ViewCounter::default();
+        let a = ProductId::new(1).unwrap();
+        let b = ProductId::new(2).unwrap();
+        for _ in 0..3 {
+            c.record(a);
+        }
+        c.record(b);
+        let taken = c.take();
+        assert_eq!(taken[&a], 3);
+        assert_eq!(taken[&b], 1);
+        assert!(c.take().is_empty());
+    }
+
+    #[test]
+    fn hours_are_floor_divisions() {
+        assert_eq!(hour_of(3599), 0);
+        assert_eq!(hour_of(3600), 1);
+        assert_eq!(hour_of(-1), -1);
+    }
+}
