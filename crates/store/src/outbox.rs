@@ -50,47 +50,53 @@ impl Db {
         Fut: Future<Output = (Vec<i64>, Option<E>)> + Send,
         E: Send,
     {
-        count_query("outbox_claim");
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let rows: Vec<OutboxMessage> = outbox::table
-                .order(outbox::id.asc())
-                .limit(limit)
-                .for_update()
-                .skip_locked()
-                .select(OutboxMessage::as_select())
-                .load(conn)
-                .await?;
-            let claimed = rows.len();
-            if claimed == 0 {
-                return Ok((RelayPass::default(), None));
-            }
-            let (confirmed, error) = publish(rows).await;
-            if !confirmed.is_empty() {
-                diesel::delete(outbox::table.filter(outbox::id.eq_any(&confirmed)))
-                    .execute(conn)
+        self.bounded(async {
+            count_query("outbox_claim");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let rows: Vec<OutboxMessage> = outbox::table
+                    .order(outbox::id.asc())
+                    .limit(limit)
+                    .for_update()
+                    .skip_locked()
+                    .select(OutboxMessage::as_select())
+                    .load(conn)
                     .await?;
-            }
-            let pass = RelayPass {
-                claimed,
-                sent: confirmed.len(),
-            };
-            Ok((pass, error))
+                let claimed = rows.len();
+                if claimed == 0 {
+                    return Ok((RelayPass::default(), None));
+                }
+                let (confirmed, error) = publish(rows).await;
+                if !confirmed.is_empty() {
+                    diesel::delete(outbox::table.filter(outbox::id.eq_any(&confirmed)))
+                        .execute(conn)
+                        .await?;
+                }
+                let pass = RelayPass {
+                    claimed,
+                    sent: confirmed.len(),
+                };
+                Ok((pass, error))
+            })
+            .await
         })
         .await
     }
 
     /// Rows waiting and the age of the oldest, for metrics and readiness.
     pub async fn outbox_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
-        count_query("outbox_backlog");
-        let mut conn = self.conn().await?;
-        let (count, oldest) = outbox::table
-            .select((
-                diesel::dsl::count_star(),
-                diesel::dsl::min(outbox::created_at),
-            ))
-            .first::<(i64, Option<DateTime<Utc>>)>(&mut conn)
-            .await?;
-        Ok((count, oldest))
+        self.bounded(async {
+            count_query("outbox_backlog");
+            let mut conn = self.conn().await?;
+            let (count, oldest) = outbox::table
+                .select((
+                    diesel::dsl::count_star(),
+                    diesel::dsl::min(outbox::created_at),
+                ))
+                .first::<(i64, Option<DateTime<Utc>>)>(&mut conn)
+                .await?;
+            Ok((count, oldest))
+        })
+        .await
     }
 }

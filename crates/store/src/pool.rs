@@ -55,6 +55,10 @@ impl Default for PoolSettings {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<AsyncPgConnection>,
+    /// Client-side bound on one store call. `statement_timeout` is enforced
+    /// by the server, which never hears of a query lost in a black-holed
+    /// connection; this bound is what frees the caller then.
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for Db {
@@ -110,7 +114,25 @@ impl Db {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            deadline: settings.wait_timeout + settings.statement_timeout + Duration::from_secs(1),
+        })
+    }
+
+    /// Runs one store call under the client-side deadline.
+    pub(crate) async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.deadline, call)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "no answer from Postgres within {:?}",
+                    self.deadline
+                ))
+            })?
     }
 
     /// A connection from the pool.
@@ -120,9 +142,12 @@ impl Db {
 
     /// Checks that Postgres answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-        Ok(())
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Connections open and idle, for metrics.

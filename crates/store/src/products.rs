@@ -31,31 +31,37 @@ pub(crate) fn count_query(query: &'static str) {
 impl Db {
     /// The product with this id, if it exists.
     pub async fn product(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
-        count_query("product");
-        let mut conn = self.conn().await?;
-        let row = products::table
-            .find(id.get())
-            .select(ProductRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?;
-        row.map(Product::try_from).transpose()
+        self.bounded(async {
+            count_query("product");
+            let mut conn = self.conn().await?;
+            let row = products::table
+                .find(id.get())
+                .select(ProductRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?;
+            row.map(Product::try_from).transpose()
+        })
+        .await
     }
 
     /// The products with these ids that exist, in no particular order.
     pub async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        count_query("products_by_ids");
-        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        let mut conn = self.conn().await?;
-        let rows = products::table
-            .filter(products::id.eq_any(ids))
-            .select(ProductRow::as_select())
-            .load(&mut conn)
-            .await?;
-        into_products(rows)
+        self.bounded(async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            count_query("products_by_ids");
+            let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+            let mut conn = self.conn().await?;
+            let rows = products::table
+                .filter(products::id.eq_any(ids))
+                .select(ProductRow::as_select())
+                .load(&mut conn)
+                .await?;
+            into_products(rows)
+        })
+        .await
     }
 
     /// Up to `limit` products after `after` (exclusive), optionally of one
@@ -66,64 +72,73 @@ impl Db {
         after: Option<ProductId>,
         limit: i64,
     ) -> Result<Page, StoreError> {
-        count_query("list");
-        let mut query = products::table
-            .select(ProductRow::as_select())
-            .order(products::id.asc())
-            // One extra row tells whether another page follows.
-            .limit(limit + 1)
-            .into_boxed();
-        if let Some(category) = category {
-            query = query.filter(products::category.eq(category.to_owned()));
-        }
-        if let Some(after) = after {
-            query = query.filter(products::id.gt(after.get()));
-        }
-        let mut conn = self.conn().await?;
-        let mut items = into_products(query.load(&mut conn).await?)?;
-        let more = items.len() as i64 > limit;
-        items.truncate(usize::try_from(limit).unwrap_or(0));
-        let next_after = if more {
-            items.last().map(|p| p.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next_after })
+        self.bounded(async {
+            count_query("list");
+            let mut query = products::table
+                .select(ProductRow::as_select())
+                .order(products::id.asc())
+                // One extra row tells whether another page follows.
+                .limit(limit + 1)
+                .into_boxed();
+            if let Some(category) = category {
+                query = query.filter(products::category.eq(category.to_owned()));
+            }
+            if let Some(after) = after {
+                query = query.filter(products::id.gt(after.get()));
+            }
+            let mut conn = self.conn().await?;
+            let mut items = into_products(query.load(&mut conn).await?)?;
+            let more = items.len() as i64 > limit;
+            items.truncate(usize::try_from(limit).unwrap_or(0));
+            let next_after = if more {
+                items.last().map(|p| p.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next_after })
+        })
+        .await
     }
 
     /// Up to `limit` featured products, ordered by id.
     pub async fn featured(&self, limit: i64) -> Result<Vec<Product>, StoreError> {
-        count_query("featured");
-        let mut conn = self.conn().await?;
-        let rows = products::table
-            .filter(products::featured.eq(true))
-            .order(products::id.asc())
-            .limit(limit)
-            .select(ProductRow::as_select())
-            .load(&mut conn)
-            .await?;
-        into_products(rows)
+        self.bounded(async {
+            count_query("featured");
+            let mut conn = self.conn().await?;
+            let rows = products::table
+                .filter(products::featured.eq(true))
+                .order(products::id.asc())
+                .limit(limit)
+                .select(ProductRow::as_select())
+                .load(&mut conn)
+                .await?;
+            into_products(rows)
+        })
+        .await
     }
 
     /// Full-text matches of `q` over name, category and description, best
     /// first. `q` takes web-search syntax (`"exact phrase"`, `-exclude`, `or`)
     /// and never fails to parse.
     pub async fn search(&self, q: &str, limit: i64) -> Result<Vec<Product>, StoreError> {
-        count_query("search");
-        let mut conn = self.conn().await?;
-        let rows: Vec<ProductRow> = diesel::sql_query(
-            "SELECT id, sku, name, description, category, price_cents, currency, featured, \
-                    attributes, version, created_at, updated_at \
-             FROM products, websearch_to_tsquery('english', $1) AS q \
-             WHERE search @@ q \
-             ORDER BY ts_rank(search, q) DESC, id \
-             LIMIT $2",
-        )
-        .bind::<Text, _>(q)
-        .bind::<BigInt, _>(limit)
-        .load(&mut conn)
-        .await?;
-        into_products(rows)
+        self.bounded(async {
+            count_query("search");
+            let mut conn = self.conn().await?;
+            let rows: Vec<ProductRow> = diesel::sql_query(
+                "SELECT id, sku, name, description, category, price_cents, currency, featured, \
+                        attributes, version, created_at, updated_at \
+                 FROM products, websearch_to_tsquery('english', $1) AS q \
+                 WHERE search @@ q \
+                 ORDER BY ts_rank(search, q) DESC, id \
+                 LIMIT $2",
+            )
+            .bind::<Text, _>(q)
+            .bind::<BigInt, _>(limit)
+            .load(&mut conn)
+            .await?;
+            into_products(rows)
+        })
+        .await
     }
 
     /// The current version of each of these products that still exists.
@@ -131,36 +146,42 @@ impl Db {
         &self,
         ids: &[ProductId],
     ) -> Result<Vec<(ProductId, Version)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        count_query("versions");
-        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        let mut conn = self.conn().await?;
-        let rows: Vec<(i64, i64)> = products::table
-            .filter(products::id.eq_any(ids))
-            .select((products::id, products::version))
-            .load(&mut conn)
-            .await?;
-        rows.into_iter()
-            .map(|(id, v)| {
-                ProductId::new(id)
-                    .map(|id| (id, Version(v)))
-                    .map_err(|_| StoreError::Internal(format!("row with id {id}")))
-            })
-            .collect()
+        self.bounded(async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            count_query("versions");
+            let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+            let mut conn = self.conn().await?;
+            let rows: Vec<(i64, i64)> = products::table
+                .filter(products::id.eq_any(ids))
+                .select((products::id, products::version))
+                .load(&mut conn)
+                .await?;
+            rows.into_iter()
+                .map(|(id, v)| {
+                    ProductId::new(id)
+                        .map(|id| (id, Version(v)))
+                        .map_err(|_| StoreError::Internal(format!("row with id {id}")))
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Stock on hand, read live.
     pub async fn availability(&self, id: ProductId) -> Result<Option<Availability>, StoreError> {
-        count_query("availability");
-        let mut conn = self.conn().await?;
-        let row = stock::table
-            .find(id.get())
-            .select(StockRow::as_select())
-            .first(&mut conn)
-            .await
-            .optional()?;
-        row.map(Availability::try_from).transpose()
+        self.bounded(async {
+            count_query("availability");
+            let mut conn = self.conn().await?;
+            let row = stock::table
+                .find(id.get())
+                .select(StockRow::as_select())
+                .first(&mut conn)
+                .await
+                .optional()?;
+            row.map(Availability::try_from).transpose()
+        })
+        .await
     }
 }

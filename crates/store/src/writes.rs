@@ -131,35 +131,41 @@ async fn insert_products(
 impl Db {
     /// Creates one product (version 1) with its stock and its event.
     pub async fn create(&self, new: &NewProduct) -> Result<Product, StoreError> {
-        count_query("create");
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let product = insert_products(conn, std::slice::from_ref(new))
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Internal("insert returned no row".into()))?;
-            enqueue(
-                conn,
-                &[ChangeEvent::upserted(None, &product, product.updated_at)],
-            )
-            .await?;
-            Ok(product)
+        self.bounded(async {
+            count_query("create");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let product = insert_products(conn, std::slice::from_ref(new))
+                    .await?
+                    .pop()
+                    .ok_or_else(|| StoreError::Internal("insert returned no row".into()))?;
+                enqueue(
+                    conn,
+                    &[ChangeEvent::upserted(None, &product, product.updated_at)],
+                )
+                .await?;
+                Ok(product)
+            })
+            .await
         })
         .await
     }
 
     /// Creates many products in one transaction: all or nothing.
     pub async fn create_bulk(&self, new: &[NewProduct]) -> Result<Vec<Product>, StoreError> {
-        count_query("create_bulk");
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let products = insert_products(conn, new).await?;
-            let events: Vec<_> = products
-                .iter()
-                .map(|p| ChangeEvent::upserted(None, p, p.updated_at))
-                .collect();
-            enqueue(conn, &events).await?;
-            Ok(products)
+        self.bounded(async {
+            count_query("create_bulk");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let products = insert_products(conn, new).await?;
+                let events: Vec<_> = products
+                    .iter()
+                    .map(|p| ChangeEvent::upserted(None, p, p.updated_at))
+                    .collect();
+                enqueue(conn, &events).await?;
+                Ok(products)
+            })
+            .await
         })
         .await
     }
@@ -171,52 +177,58 @@ impl Db {
         patch: &ProductPatch,
         expected: Option<Version>,
     ) -> Result<Product, StoreError> {
-        count_query("update");
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let before = lock_current(conn, id, expected).await?;
-            let f = patch.apply(&before)?;
-            let row: ProductRow = diesel::update(products::table.find(id.get()))
-                .set((
-                    products::name.eq(f.name.as_str()),
-                    products::description.eq(f.description.as_str()),
-                    products::category.eq(f.category.as_str()),
-                    products::price_cents.eq(f.price_cents.get()),
-                    products::currency.eq(f.currency.as_str()),
-                    products::featured.eq(f.featured),
-                    products::attributes.eq(Value::Object(f.attributes.into_inner())),
-                    products::version.eq(products::version + 1),
-                    products::updated_at.eq(clock()),
-                ))
-                .returning(ProductRow::as_returning())
-                .get_result(conn)
+        self.bounded(async {
+            count_query("update");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let before = lock_current(conn, id, expected).await?;
+                let f = patch.apply(&before)?;
+                let row: ProductRow = diesel::update(products::table.find(id.get()))
+                    .set((
+                        products::name.eq(f.name.as_str()),
+                        products::description.eq(f.description.as_str()),
+                        products::category.eq(f.category.as_str()),
+                        products::price_cents.eq(f.price_cents.get()),
+                        products::currency.eq(f.currency.as_str()),
+                        products::featured.eq(f.featured),
+                        products::attributes.eq(Value::Object(f.attributes.into_inner())),
+                        products::version.eq(products::version + 1),
+                        products::updated_at.eq(clock()),
+                    ))
+                    .returning(ProductRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                let after = Product::try_from(row)?;
+                enqueue(
+                    conn,
+                    &[ChangeEvent::upserted(
+                        Some(&before),
+                        &after,
+                        after.updated_at,
+                    )],
+                )
                 .await?;
-            let after = Product::try_from(row)?;
-            enqueue(
-                conn,
-                &[ChangeEvent::upserted(
-                    Some(&before),
-                    &after,
-                    after.updated_at,
-                )],
-            )
-            .await?;
-            Ok(after)
+                Ok(after)
+            })
+            .await
         })
         .await
     }
 
     /// Deletes a product (and its stock); its event fences at last version + 1.
     pub async fn delete(&self, id: ProductId, expected: Option<Version>) -> Result<(), StoreError> {
-        count_query("delete");
-        let mut conn = self.conn().await?;
-        conn.transaction::<_, StoreError, _>(async |conn| {
-            let last = lock_current(conn, id, expected).await?;
-            diesel::delete(products::table.find(id.get()))
-                .execute(conn)
-                .await?;
-            enqueue(conn, &[ChangeEvent::deleted(&last, Utc::now())]).await?;
-            Ok(())
+        self.bounded(async {
+            count_query("delete");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let last = lock_current(conn, id, expected).await?;
+                diesel::delete(products::table.find(id.get()))
+                    .execute(conn)
+                    .await?;
+                enqueue(conn, &[ChangeEvent::deleted(&last, Utc::now())]).await?;
+                Ok(())
+            })
+            .await
         })
         .await
     }
@@ -224,17 +236,20 @@ impl Db {
     /// Sets stock on hand. Stock is never cached, so no event is written and
     /// the product's version does not move.
     pub async fn set_stock(&self, id: ProductId, units: Stock) -> Result<Availability, StoreError> {
-        count_query("set_stock");
-        let mut conn = self.conn().await?;
-        let row: Option<StockRow> = diesel::update(stock::table.find(id.get()))
-            .set((
-                stock::quantity.eq(units.get()),
-                stock::updated_at.eq(clock()),
-            ))
-            .returning(StockRow::as_returning())
-            .get_result(&mut conn)
-            .await
-            .optional()?;
-        row.ok_or(StoreError::NotFound)?.try_into()
+        self.bounded(async {
+            count_query("set_stock");
+            let mut conn = self.conn().await?;
+            let row: Option<StockRow> = diesel::update(stock::table.find(id.get()))
+                .set((
+                    stock::quantity.eq(units.get()),
+                    stock::updated_at.eq(clock()),
+                ))
+                .returning(StockRow::as_returning())
+                .get_result(&mut conn)
+                .await
+                .optional()?;
+            row.ok_or(StoreError::NotFound)?.try_into()
+        })
+        .await
     }
 }

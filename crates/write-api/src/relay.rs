@@ -85,6 +85,9 @@ impl Relay {
     /// relays are publishing).
     async fn drain(&self) -> Result<(), RelayError> {
         loop {
+            // Connect before claiming rows, so a slow or failing connect
+            // never holds row locks.
+            self.publisher.ensure_connected().await?;
             let publisher = Arc::clone(&self.publisher);
             let (pass, error) = self
                 .db
