@@ -66,26 +66,29 @@ impl L2 {
         self.pipeline::<()>("add_views", pipe).await
     }
 
-    /// Recomputes the 24-hour top list from the hour buckets, unless another
-    /// instance did within `every`. Returns whether this call did it.
+    /// Recomputes the 24-hour top list from the hour buckets. With
+    /// `Some(every)`, only if no instance did within `every` (a lock key);
+    /// with `None`, unconditionally. Returns whether this call did it.
     pub async fn rollup_trending(
         &self,
         unix_secs: i64,
-        every: Duration,
+        every: Option<Duration>,
     ) -> Result<bool, CacheError> {
-        let lock: Option<String> = self
-            .raw(
-                redis::cmd("SET")
-                    .arg(self.keys().trending_lock())
-                    .arg(1)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(u64::try_from(every.as_millis()).unwrap_or(10_000).max(1))
-                    .clone(),
-            )
-            .await?;
-        if lock.is_none() {
-            return Ok(false);
+        if let Some(every) = every {
+            let lock: Option<String> = self
+                .raw(
+                    redis::cmd("SET")
+                        .arg(self.keys().trending_lock())
+                        .arg(1)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(u64::try_from(every.as_millis()).unwrap_or(10_000).max(1))
+                        .clone(),
+                )
+                .await?;
+            if lock.is_none() {
+                return Ok(false);
+            }
         }
         let now = hour_of(unix_secs);
         let buckets: Vec<String> = (0..24)

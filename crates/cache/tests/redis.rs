@@ -347,16 +347,15 @@ async fn trending_counts_views_per_hour_and_rolls_them_up() {
     l2.add_views(&old, now - 3600).await.unwrap();
     old.insert(id(1), 100);
     l2.add_views(&old, now - 25 * 3600).await.unwrap();
+    let every = Some(Duration::from_secs(10));
+    assert!(l2.rollup_trending(now, every).await.unwrap());
     assert!(
-        l2.rollup_trending(now, Duration::from_secs(10))
-            .await
-            .unwrap()
+        !l2.rollup_trending(now, every).await.unwrap(),
+        "one roll-up at a time"
     );
     assert!(
-        !l2.rollup_trending(now, Duration::from_secs(10))
-            .await
-            .unwrap(),
-        "one roll-up at a time"
+        l2.rollup_trending(now, None).await.unwrap(),
+        "unless forced"
     );
     let top = l2.trending(10).await.unwrap();
     assert_eq!(top, vec![(id(3), 11), (id(2), 9), (id(1), 5)]);

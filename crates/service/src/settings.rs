@@ -69,6 +69,9 @@ pub struct ReadApiSettings {
     pub bind: String,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
+    /// How often the trending top list is recomputed (by one instance at a
+    /// time).
+    pub trending_rollup_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +219,7 @@ impl Default for ReadApiSettings {
         Self {
             bind: "127.0.0.1:8080".to_owned(),
             workers: 0,
+            trending_rollup_secs: 10,
         }
     }
 }
