@@ -208,7 +208,7 @@ async fn refresh_mode_writes_the_snapshot_through_the_cas() {
     settings.invalidator.set_mode(InvalidatorMode::Refresh);
     let _worker = start(settings).await;
     let e = update(9, 2);
-    publish(&env, &[e.clone()]).await;
+    publish(&env, std::slice::from_ref(&e)).await;
     let json = Bytes::from(serde_json::to_vec(e.product.as_ref().unwrap()).unwrap());
     until_entry(&cache, 9, Entry::value(Version(2), json)).await;
 }
