@@ -1,0 +1,216 @@
+//! The whole system in one process: write-api, the invalidator and any
+//! number of read-api instances on one database and namespace.
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use service::Settings;
+use test_support::{ADMIN_TOKEN, TestEnv};
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A running service; stopped (not waited for) when dropped.
+pub struct Service {
+    pub base: String,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Service {
+    fn new(
+        port: u16,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops gracefully and waits.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub async fn write_api(settings: Settings) -> Service {
+    let app = write_api::Application::build(settings).await.unwrap();
+    let (port, token) = (app.port(), app.shutdown_token());
+    Service::new(port, token, tokio::spawn(app.run_until_stopped()))
+}
+
+pub async fn invalidator(settings: Settings) -> Service {
+    let app = invalidator::Application::build(settings).await.unwrap();
+    let (port, token) = (app.port(), app.shutdown_token());
+    let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
+    wait_ready(&service.base).await;
+    service
+}
+
+pub async fn read_api(settings: Settings) -> Service {
+    let app = read_api::Application::build(settings).await.unwrap();
+    let (port, token) = (app.port(), app.shutdown_token());
+    let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
+    // Ready and subscribed: its L1 sees every event from now on.
+    let url = format!("{}/readyz", service.base);
+    test_support::eventually("read-api subscribed", WAIT, || {
+        let url = url.clone();
+        async move {
+            let body: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            (body["checks"]["rabbitmq"]["status"] == "up").then_some(())
+        }
+    })
+    .await;
+    service
+}
+
+async fn wait_ready(base: &str) {
+    let url = format!("{base}/readyz");
+    test_support::eventually("service ready", WAIT, || {
+        let url = url.clone();
+        async move {
+            reqwest::get(url)
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// The system under test.
+pub struct System {
+    pub env: Arc<TestEnv>,
+    pub write: Service,
+    pub invalidator: Option<Service>,
+    pub readers: Vec<Service>,
+    pub client: reqwest::Client,
+}
+
+impl System {
+    /// write-api, invalidator and `readers` read-api instances.
+    pub async fn start(readers: usize) -> Self {
+        Self::start_with(readers, |_| {}).await
+    }
+
+    pub async fn start_with(readers: usize, tweak: impl Fn(&mut Settings)) -> Self {
+        let env = Arc::new(TestEnv::new().await);
+        let mut settings = env.settings.clone();
+        tweak(&mut settings);
+        let write = write_api(settings.clone()).await;
+        let invalidator = Some(invalidator(settings.clone()).await);
+        let mut instances = Vec::new();
+        for _ in 0..readers {
+            instances.push(read_api(settings.clone()).await);
+        }
+        Self {
+            env,
+            write,
+            invalidator,
+            readers: instances,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.write.base))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn create(&self, body: &Value) -> Value {
+        let res = self
+            .admin(Method::POST, "/products")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    pub async fn patch(&self, id: i64, body: &Value) -> Value {
+        let res = self
+            .admin(Method::PATCH, &format!("/products/{id}"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// GET on one read-api instance: (status, X-Cache, body).
+    pub async fn read(&self, reader: usize, path: &str) -> (StatusCode, String, Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.readers[reader].base))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let tier = res
+            .headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, tier, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn version_on(&self, reader: usize, id: i64) -> i64 {
+        self.read(reader, &format!("/products/{id}")).await.2["version"]
+            .as_i64()
+            .unwrap_or(0)
+    }
+
+    /// Polls until every reader shows `id` at `version`; returns how long
+    /// that took for the slowest reader.
+    pub async fn converge(&self, id: i64, version: i64) -> Duration {
+        let started = tokio::time::Instant::now();
+        for r in 0..self.readers.len() {
+            test_support::eventually(
+                &format!("reader {r}: product {id} at {version}"),
+                WAIT,
+                || async move { (self.version_on(r, id).await == version).then_some(()) },
+            )
+            .await;
+        }
+        started.elapsed()
+    }
+
+    /// An L2 handle on the namespace.
+    pub fn l2(&self) -> cache::L2 {
+        cache::L2::new(&cache::L2Config {
+            url: test_support::redis_url(),
+            namespace: self.env.namespace.clone(),
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            breaker: None,
+        })
+        .unwrap()
+    }
+}
+
+pub fn product(sku: &str) -> Value {
+    json!({
+        "sku": sku, "name": format!("Ultrabook {sku}"), "description": "Thin and light",
+        "category": "laptops", "price_cents": 99900, "currency": "USD",
+        "featured": false, "attributes": {}, "stock": 1
+    })
+}

@@ -1,0 +1,145 @@
+//! The real binary, killed with SIGKILL in the middle of a stream of events
+//! and started again: every event is applied, none is dead-lettered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{process::Stdio, time::Duration};
+
+use bus::{Outgoing, Publisher};
+use cache::{L2, L2Config};
+use chrono::Utc;
+use domain::{ChangeEvent, Product, ProductId, Version};
+use serde_json::json;
+use test_support::TestEnv;
+use tokio::process::{Child, Command};
+
+const PRODUCTS: i64 = 40;
+const VERSIONS: i64 = 30;
+
+fn spawn(env: &TestEnv, port: u16) -> Child {
+    let s = &env.settings;
+    Command::new(env!("CARGO_BIN_EXE_invalidator"))
+        .env("CATALOG__DATABASE__URL", &s.database.url)
+        .env("CATALOG__REDIS__URL", &s.redis.url)
+        .env("CATALOG__AMQP__URL", &s.amqp.url)
+        .env("CATALOG__NAMESPACE", &s.namespace)
+        .env("CATALOG__INVALIDATOR__BIND", format!("127.0.0.1:{port}"))
+        .env("CATALOG__INVALIDATOR__AUDIT_INTERVAL_SECS", "0")
+        .env("CATALOG__INVALIDATOR__PREFETCH", "32")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn ready(port: u16) {
+    test_support::eventually(
+        "the invalidator process to be ready",
+        Duration::from_secs(20),
+        || async move {
+            let res = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                .await
+                .ok()?;
+            res.status().is_success().then_some(())
+        },
+    )
+    .await;
+}
+
+fn event(id: i64, version: i64) -> ChangeEvent {
+    let product = |v: i64| -> Product {
+        serde_json::from_value(json!({
+            "id": id, "sku": format!("K-{id}"), "name": "Thing", "description": "", "category": "c",
+            "price_cents": v, "currency": "USD", "featured": false, "attributes": {}, "version": v,
+            "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z"
+        }))
+        .unwrap()
+    };
+    ChangeEvent::upserted(Some(&product(version - 1)), &product(version), Utc::now())
+}
+
+#[tokio::test]
+async fn sigkill_mid_stream_loses_nothing() {
+    let env = TestEnv::new().await;
+    let port = test_support::closed_port();
+    let mut first = spawn(&env, port);
+    ready(port).await;
+
+    let publisher = Publisher::new(&test_support::amqp_url(), "test", env.topology());
+    let publish = |events: Vec<ChangeEvent>| {
+        let publisher = &publisher;
+        async move {
+            let bodies: Vec<(String, Vec<u8>)> = events
+                .iter()
+                .map(|e| (e.event_id.to_string(), serde_json::to_vec(e).unwrap()))
+                .collect();
+            let out: Vec<Outgoing<'_>> = bodies
+                .iter()
+                .map(|(mid, body)| Outgoing {
+                    routing_key: "product.updated",
+                    message_id: mid,
+                    payload: body,
+                })
+                .collect();
+            assert!(publisher.publish(&out).await.unwrap().iter().all(|ok| *ok));
+            out.len()
+        }
+    };
+    // Before the kill: every version of products 1-20 (so their last events
+    // must survive it), the first half of products 21-40.
+    let half = PRODUCTS / 2;
+    let mut published = 0;
+    for version in 2..=VERSIONS {
+        let mut events: Vec<ChangeEvent> = (1..=half).map(|id| event(id, version)).collect();
+        if version <= VERSIONS / 2 {
+            events.extend((half + 1..=PRODUCTS).map(|id| event(id, version)));
+        }
+        published += publish(events).await;
+    }
+    // Kill it while it is working through them: no graceful anything.
+    let l2 = L2::new(&L2Config {
+        url: test_support::redis_url(),
+        namespace: env.namespace.clone(),
+        ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        breaker: None,
+    })
+    .unwrap();
+    let probe = ProductId::new(1).unwrap();
+    test_support::eventually(
+        "the first process to be consuming",
+        Duration::from_secs(20),
+        || {
+            let l2 = l2.clone();
+            async move { l2.get(probe).await.ok()?.map(|_| ()) }
+        },
+    )
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    for version in VERSIONS / 2 + 1..=VERSIONS {
+        published += publish((half + 1..=PRODUCTS).map(|id| event(id, version)).collect()).await;
+    }
+    let mut second = spawn(&env, port);
+    ready(port).await;
+    for id in 1..=PRODUCTS {
+        let pid = ProductId::new(id).unwrap();
+        test_support::eventually(
+            &format!("product {id} fenced at the last version"),
+            Duration::from_secs(30),
+            || {
+                let l2 = l2.clone();
+                async move { (l2.get(pid).await.ok()??.version == Version(VERSIONS)).then_some(()) }
+            },
+        )
+        .await;
+    }
+    println!(
+        "{published} events, invalidator SIGKILLed while consuming: all applied after restart"
+    );
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+}
