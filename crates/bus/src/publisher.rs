@@ -8,6 +8,8 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::sync::Mutex;
 
 use crate::{BusError, Topology, connect, declare_topology};
@@ -32,6 +34,9 @@ pub struct Publisher {
     name: String,
     topology: Topology,
     link: Mutex<Option<Link>>,
+    /// The link's state as of the last operation, readable without waiting
+    /// for a publish in progress (readiness probes).
+    up: AtomicBool,
 }
 
 struct Link {
@@ -56,6 +61,7 @@ impl Publisher {
             name: name.to_owned(),
             topology,
             link: Mutex::new(None),
+            up: AtomicBool::new(false),
         }
     }
 
@@ -72,16 +78,13 @@ impl Publisher {
         })
     }
 
-    /// Whether a connection is currently open (for readiness).
-    pub async fn is_connected(&self) -> bool {
-        self.link
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|l| l.channel.status().connected())
+    /// Whether the last attempt to connect or publish succeeded (readiness).
+    pub fn is_connected(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 
-    /// Connects now if not connected (for readiness and start-up).
+    /// Connects now if not connected (the relay calls this before claiming
+    /// outbox rows).
     pub async fn ensure_connected(&self) -> Result<(), BusError> {
         let mut link = self.link.lock().await;
         if link
@@ -90,7 +93,9 @@ impl Publisher {
         {
             return Ok(());
         }
-        *link = Some(self.open().await?);
+        let opened = self.open().await;
+        self.up.store(opened.is_ok(), Ordering::Release);
+        *link = Some(opened?);
         Ok(())
     }
 
@@ -114,6 +119,7 @@ impl Publisher {
             // Whatever broke, start from a fresh connection next time.
             *guard = None;
         }
+        self.up.store(result.is_ok(), Ordering::Release);
         result
     }
 }
