@@ -167,7 +167,9 @@ admin_token() {
 start() {
   local name=$1 log_file="$RUN_DIR/$1.log"
   log "starting $name: ${BIN_DIR#"$CATALOG_ROOT"/}/$name, log in .run/$name.log"
-  "$BIN_DIR/$name" </dev/null >"$log_file" 2>&1 &
+  # Its own process group (setsid): a terminal's Ctrl-C reaches only this
+  # script, which then stops the binaries in order (read-api first).
+  setsid "$BIN_DIR/$name" </dev/null >"$log_file" 2>&1 &
   PIDS[$name]=$!
   echo "$!" >"$RUN_DIR/$name.pid"
 
