@@ -95,6 +95,28 @@ impl L1 {
             .await;
     }
 
+    /// Applies a changed product's snapshot (refresh mode): replaces what is
+    /// held through the fill CAS, so a hot product never goes cold here; a
+    /// product this instance does not hold gets only a tombstone, which still
+    /// stops a slower reader's older fill without filling L1 with products
+    /// nobody reads here.
+    pub async fn refresh(&self, id: ProductId, entry: Arc<Entry>) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        cache
+            .entry(id)
+            .and_compute_with(|held| {
+                let op = match held {
+                    None => Op::Put(Arc::new(Entry::tombstone(entry.version))),
+                    Some(held) if held.value().admits_fill(&entry) => Op::Put(entry),
+                    Some(_) => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+    }
+
     /// Drops everything: after the event subscription was lost, L1 may have
     /// missed fences.
     pub fn clear(&self) {
@@ -169,6 +191,21 @@ mod tests {
             l1.fill(id(), Arc::new(Entry::value(Version(8), Bytes::new())))
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn refresh_replaces_held_entries_and_only_fences_absent_ones() {
+        let l1 = L1::new(100, Duration::from_secs(60));
+        let v = |n: i64| Arc::new(Entry::value(Version(n), Bytes::from(format!("v{n}"))));
+        // Not held: a tombstone only.
+        l1.refresh(id(), v(2)).await;
+        assert_eq!(*l1.get(id()).await.unwrap(), Entry::tombstone(Version(2)));
+        // Held: the snapshot replaces it; an older snapshot does not.
+        l1.fill(id(), v(2)).await;
+        l1.refresh(id(), v(3)).await;
+        assert_eq!(l1.get(id()).await.unwrap(), v(3));
+        l1.refresh(id(), v(2)).await;
+        assert_eq!(l1.get(id()).await.unwrap(), v(3));
     }
 
     #[tokio::test]

@@ -135,6 +135,7 @@ impl Application {
                 topology: Topology::new(&settings.namespace),
                 l1,
                 connected: subscribed,
+                mode: settings.invalidator.mode(),
             };
             tasks.push(tokio::spawn(subscriber.run(shutdown.child_token())));
         }

@@ -14,10 +14,12 @@ use std::{
 };
 
 use bus::{Topology, lapin};
-use cache::{FenceKind, L1};
+use bytes::Bytes;
+use cache::{Entry, FenceKind, L1};
 use domain::{ChangeEvent, EventKind};
 use futures::StreamExt;
 use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use service::InvalidatorMode;
 use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -30,6 +32,9 @@ pub struct Subscriber {
     pub l1: L1,
     /// Whether events are flowing right now (readiness, metrics).
     pub connected: Arc<AtomicBool>,
+    /// `evict`: fence L1 at the event's version; `refresh`: also write the
+    /// event's snapshot over an entry L1 holds (see `L1::refresh`).
+    pub mode: InvalidatorMode,
 }
 
 impl Subscriber {
@@ -107,11 +112,23 @@ impl Subscriber {
     async fn apply(&self, body: &[u8]) {
         match ChangeEvent::from_slice(body) {
             Ok(event) => {
-                let kind = match event.kind {
-                    EventKind::Deleted => FenceKind::Deleted,
-                    EventKind::Created | EventKind::Updated => FenceKind::Tombstone,
-                };
-                self.l1.fence(event.product_id, event.version, kind).await;
+                let id = event.product_id;
+                match (event.kind, &event.product, self.mode) {
+                    (EventKind::Deleted, _, _) => {
+                        self.l1.fence(id, event.version, FenceKind::Deleted).await;
+                    }
+                    (_, Some(product), InvalidatorMode::Refresh) => {
+                        // The same bytes a read of the row would produce.
+                        match serde_json::to_vec(product) {
+                            Ok(json) => {
+                                let entry = Entry::value(event.version, Bytes::from(json));
+                                self.l1.refresh(id, Arc::new(entry)).await;
+                            }
+                            Err(_) => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
+                        }
+                    }
+                    _ => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
+                }
                 metrics::counter!("l1_fences_total").increment(1);
             }
             Err(e) => tracing::warn!(error = %e, "ignoring a malformed product event"),

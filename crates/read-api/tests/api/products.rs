@@ -296,3 +296,36 @@ async fn a_lagging_replica_never_poisons_the_cache() {
     assert_eq!(res.json::<serde_json::Value>().await.unwrap()["version"], 2);
     drop(replica_writer);
 }
+
+#[tokio::test]
+async fn in_refresh_mode_an_update_keeps_the_product_hot_in_l1() {
+    let app = spawn_with(|s| s.invalidator.set_mode(service::InvalidatorMode::Refresh)).await;
+    let id = app.create(&product("HOT-1")).await["id"].as_i64().unwrap();
+    app.product(id).await;
+    assert_eq!(app.product(id).await.1, "HIT-L1");
+    let updated = app.patch(id, &json!({"name": "Hotter"})).await;
+    // The event's snapshot replaces the L1 entry: no miss, the new bytes.
+    let (client, base) = (app.client.clone(), app.read.base.clone());
+    let body = test_support::eventually("the snapshot in L1", WAIT, || {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (_, tier, body) = read_product(&client, &base, id).await;
+            (tier == "HIT-L1" && body["version"] == 2).then_some(body)
+        }
+    })
+    .await;
+    assert_eq!(body, updated, "byte-for-byte what write-api committed");
+    // A product this instance never read gets only a tombstone.
+    let other = app.create(&product("COLD-1")).await["id"].as_i64().unwrap();
+    let pid = domain::ProductId::new(other).unwrap();
+    test_support::eventually("the tombstone", WAIT, || {
+        let l1 = app.state.read.l1.clone();
+        async move {
+            l1.get(pid)
+                .await
+                .filter(|e| e.state == cache::State::Tombstone)
+                .map(|_| ())
+        }
+    })
+    .await;
+}
