@@ -83,6 +83,8 @@ pub struct WriteApiSettings {
     pub relay_poll_ms: u64,
     /// Most outbox rows published per relay pass.
     pub relay_batch: i64,
+    /// HTTP worker threads (0 = one per core).
+    pub workers: usize,
 }
 
 /// What the invalidator writes for a product event.
@@ -230,6 +232,7 @@ impl Default for WriteApiSettings {
             bind: "127.0.0.1:8081".to_owned(),
             relay_poll_ms: 500,
             relay_batch: 500,
+            workers: 0,
         }
     }
 }

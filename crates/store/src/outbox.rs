@@ -4,14 +4,14 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{prelude::*, sql_types::BigInt};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::{Db, StoreError, products::count_query, schema::outbox};
 
 /// One event waiting to be published.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = outbox, check_for_backend(diesel::pg::Pg))]
 pub struct OutboxMessage {
     /// Outbox row id: the order events were written in.
@@ -34,12 +34,15 @@ pub struct RelayPass {
 
 impl Db {
     /// Claims up to `limit` unsent rows (oldest first, skipping rows another
-    /// relay holds), hands them to `publish`, and deletes the ones whose ids it
-    /// returns, all in one transaction: rows stay locked while they are being
-    /// published, and are back for anyone to claim if this relay dies.
+    /// relay holds) by deleting them inside a transaction, hands them to
+    /// `publish`, and commits only if the broker confirmed every one: the
+    /// rows stay locked while they are being published, and come back (the
+    /// transaction rolls back) if any was not confirmed or this relay dies.
+    /// Confirmed ones are then published again later, which is harmless: the
+    /// consumers are idempotent.
     ///
     /// `publish` returns the ids the broker confirmed, plus the error that
-    /// stopped it, if any (confirmed rows are deleted either way).
+    /// stopped it, if any.
     pub async fn relay_outbox<F, Fut, E>(
         &self,
         limit: i64,
@@ -53,32 +56,39 @@ impl Db {
         self.bounded(async {
             count_query("outbox_claim");
             let mut conn = self.conn().await?;
-            conn.transaction::<_, StoreError, _>(async |conn| {
-                let rows: Vec<OutboxMessage> = outbox::table
-                    .order(outbox::id.asc())
-                    .limit(limit)
-                    .for_update()
-                    .skip_locked()
-                    .select(OutboxMessage::as_select())
+            // Set when the pass is rolled back, to report what happened.
+            let mut unconfirmed: Option<(RelayPass, Option<E>)> = None;
+            let committed = conn
+                .transaction::<_, StoreError, _>(async |conn| {
+                    let mut rows: Vec<OutboxMessage> = diesel::sql_query(
+                        "DELETE FROM outbox WHERE id IN \
+                           (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                         RETURNING id, event_id, routing_key, payload, created_at",
+                    )
+                    .bind::<BigInt, _>(limit)
                     .load(conn)
                     .await?;
-                let claimed = rows.len();
-                if claimed == 0 {
-                    return Ok((RelayPass::default(), None));
-                }
-                let (confirmed, error) = publish(rows).await;
-                if !confirmed.is_empty() {
-                    diesel::delete(outbox::table.filter(outbox::id.eq_any(&confirmed)))
-                        .execute(conn)
-                        .await?;
-                }
-                let pass = RelayPass {
-                    claimed,
-                    sent: confirmed.len(),
-                };
-                Ok((pass, error))
-            })
-            .await
+                    let claimed = rows.len();
+                    if claimed == 0 {
+                        return Ok((RelayPass::default(), None));
+                    }
+                    rows.sort_unstable_by_key(|r| r.id);
+                    let (confirmed, error) = publish(rows).await;
+                    if confirmed.len() == claimed {
+                        let pass = RelayPass {
+                            claimed,
+                            sent: claimed,
+                        };
+                        return Ok((pass, error));
+                    }
+                    unconfirmed = Some((RelayPass { claimed, sent: 0 }, error));
+                    Err(StoreError::from(diesel::result::Error::RollbackTransaction))
+                })
+                .await;
+            match (committed, unconfirmed) {
+                (_, Some(outcome)) => Ok(outcome),
+                (result, None) => result,
+            }
         })
         .await
     }

@@ -37,6 +37,10 @@ pub struct PoolSettings {
     pub statement_timeout: Duration,
     /// Shown in `pg_stat_activity`, so operators can tell the services apart.
     pub application_name: String,
+    /// Wait for the WAL flush at commit (`synchronous_commit`). Only the
+    /// outbox relay turns it off: its commits delete rows the broker already
+    /// confirmed, and losing one in a crash only republishes an event.
+    pub durable_commits: bool,
 }
 
 impl Default for PoolSettings {
@@ -47,6 +51,7 @@ impl Default for PoolSettings {
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             application_name: "catalog".to_owned(),
+            durable_commits: true,
         }
     }
 }
@@ -94,9 +99,10 @@ impl Db {
                             )
                         })??;
                 let init = format!(
-                    "SET statement_timeout = {}; SET application_name = '{}'",
+                    "SET statement_timeout = {}; SET application_name = '{}'; SET synchronous_commit = {}",
                     setup.statement_timeout.as_millis(),
-                    setup.application_name.replace('\'', "")
+                    setup.application_name.replace('\'', ""),
+                    if setup.durable_commits { "on" } else { "off" },
                 );
                 conn.batch_execute(&init)
                     .await

@@ -72,8 +72,24 @@ impl Application {
         let topology = Topology::new(&settings.namespace);
         let publisher = Arc::new(Publisher::new(&settings.amqp.url, "write-api", topology));
         let waker = RelayWaker::default();
+        // The relay's own small pool: its connections are created on the
+        // runtime the relay runs on, so its queries never hop threads; and its
+        // commits (deleting rows the broker confirmed) need not wait for the
+        // WAL flush.
+        let relay_db = Db::connect(
+            &settings.database.url,
+            &PoolSettings {
+                max_size: 2,
+                wait_timeout: settings.acquire_timeout(),
+                statement_timeout: settings.statement_timeout(),
+                application_name: "write-api-relay".into(),
+                durable_commits: false,
+                ..PoolSettings::default()
+            },
+        )
+        .context("creating the relay's Postgres pool")?;
         let relay = relay::Relay {
-            db: db.clone(),
+            db: relay_db,
             publisher: Arc::clone(&publisher),
             waker: waker.clone(),
             poll: Duration::from_millis(settings.write_api.relay_poll_ms.max(10)),
@@ -93,7 +109,8 @@ impl Application {
         let listener = TcpListener::bind(&settings.write_api.bind)
             .with_context(|| format!("binding write_api.bind {}", settings.write_api.bind))?;
         let port = listener.local_addr()?.port();
-        let server = HttpServer::new(move || {
+        let workers = settings.write_api.workers;
+        let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(tokens.clone())
@@ -134,11 +151,13 @@ impl Application {
         })
         .listen(listener)?
         .disable_signals()
-        .shutdown_timeout(10)
-        .run();
+        .shutdown_timeout(10);
+        if workers > 0 {
+            server = server.workers(workers);
+        }
         Ok(Self {
             port,
-            server,
+            server: server.run(),
             relay,
             shutdown,
         })
