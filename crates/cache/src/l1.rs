@@ -2,14 +2,26 @@
 //! product events the instance consumes, under the same version rules as
 //! Redis.
 //!
+//! How long an entry may live depends on whether fences can reach it: an
+//! entry written while the instance's event subscription is up lives as long
+//! as a Redis entry (events fence it, and L1 is cleared the moment the
+//! subscription drops); one written while it is down lives only the short
+//! TTL, the staleness bound when events cannot arrive.
+//!
 //! moka's loaders insert unconditionally, which would let a slow loader
 //! overwrite a newer version or a fence. Every write here goes through
 //! `and_compute_with` instead: a per-key compare-and-set.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use domain::{ProductId, Version};
-use moka::{future::Cache, ops::compute::Op};
+use moka::{Expiry, future::Cache, ops::compute::Op};
 
 use crate::{Entry, FenceKind};
 
@@ -17,6 +29,10 @@ use crate::{Entry, FenceKind};
 pub struct L1 {
     /// `None` when disabled (`cache.l1_capacity = 0`).
     cache: Option<Cache<ProductId, Arc<Entry>>>,
+    /// Advanced by every [`L1::clear`]. A read notes it when it starts and
+    /// its fill is refused if it moved: a value read before the event
+    /// subscription dropped or came back must not outlive the clear.
+    epoch: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for L1 {
@@ -27,16 +43,70 @@ impl std::fmt::Debug for L1 {
     }
 }
 
+/// Lifetimes of L1 entries (see the module comment).
+#[derive(Debug, Clone)]
+pub struct Lifetimes {
+    /// While fences can arrive: the Redis TTL.
+    pub fenced: Duration,
+    /// While they cannot: the staleness bound.
+    pub unfenced: Duration,
+    /// Whether the event subscription is up right now.
+    pub subscribed: Arc<AtomicBool>,
+}
+
+impl Lifetimes {
+    /// One lifetime whatever the subscription does.
+    pub fn fixed(ttl: Duration) -> Self {
+        Self {
+            fenced: ttl,
+            unfenced: ttl,
+            subscribed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        if self.subscribed.load(Ordering::Acquire) {
+            self.fenced
+        } else {
+            self.unfenced
+        }
+    }
+}
+
+impl Expiry<ProductId, Arc<Entry>> for Lifetimes {
+    fn expire_after_create(&self, _: &ProductId, _: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(self.now())
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &ProductId,
+        _: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.now())
+    }
+}
+
 impl L1 {
-    /// `capacity` entries living `ttl` each; capacity 0 disables L1.
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    /// `capacity` entries living per `lifetimes`; capacity 0 disables L1.
+    pub fn new(capacity: u64, lifetimes: Lifetimes) -> Self {
         let cache = (capacity > 0).then(|| {
             Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(ttl)
+                .expire_after(lifetimes)
                 .build()
         });
-        Self { cache }
+        Self {
+            cache,
+            epoch: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The current epoch, to pass to [`L1::fill`] for a read starting now.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub fn enabled(&self) -> bool {
@@ -47,16 +117,20 @@ impl L1 {
         self.cache.as_ref()?.get(&id).await
     }
 
-    /// Fills with a value or the absent marker, unless what is held is as new
-    /// or newer (or a fence above it). Returns whether it was written.
-    pub async fn fill(&self, id: ProductId, entry: Arc<Entry>) -> bool {
+    /// Fills with a value or the absent marker read during `epoch`, unless
+    /// what is held is as new or newer (or a fence above it), or L1 was
+    /// cleared since. Returns whether it was written.
+    pub async fn fill(&self, id: ProductId, entry: Arc<Entry>, epoch: u64) -> bool {
         let Some(cache) = &self.cache else {
             return false;
         };
         let written = cache
             .entry(id)
             .and_compute_with(|held| {
+                // Checked under the entry's lock: a clear that lands after
+                // this point drops what we write.
                 let op = match held {
+                    _ if self.epoch() != epoch => Op::Nop,
                     Some(held) if !held.value().admits_fill(&entry) => Op::Nop,
                     _ => Op::Put(entry),
                 };
@@ -120,6 +194,7 @@ impl L1 {
     /// Drops everything: after the event subscription was lost, L1 may have
     /// missed fences.
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some(cache) = &self.cache {
             cache.invalidate_all();
         }
@@ -143,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn l1_follows_the_design_table() {
         for (held, v, fill, fence) in table() {
-            let l1 = L1::new(100, Duration::from_secs(60));
+            let l1 = L1::new(100, Lifetimes::fixed(Duration::from_secs(60)));
             l1.cache
                 .as_ref()
                 .unwrap()
@@ -151,12 +226,12 @@ mod tests {
                 .await;
             let incoming = Arc::new(Entry::value(Version(v), Bytes::from_static(b"{}")));
             assert_eq!(
-                l1.fill(id(), incoming).await,
+                l1.fill(id(), incoming, 0).await,
                 fill,
                 "fill {v} over {held:?}"
             );
 
-            let l1 = L1::new(100, Duration::from_secs(60));
+            let l1 = L1::new(100, Lifetimes::fixed(Duration::from_secs(60)));
             l1.cache
                 .as_ref()
                 .unwrap()
@@ -175,11 +250,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_fill_cannot_undo_a_fence() {
-        let l1 = L1::new(100, Duration::from_secs(60));
+        let l1 = L1::new(100, Lifetimes::fixed(Duration::from_secs(60)));
         // A reader loaded version 7; before it fills, the event for 8 lands.
         l1.fence(id(), Version(8), FenceKind::Tombstone).await;
         assert!(
-            !l1.fill(id(), Arc::new(Entry::value(Version(7), Bytes::new())))
+            !l1.fill(id(), Arc::new(Entry::value(Version(7), Bytes::new())), 0)
                 .await
         );
         assert_eq!(l1.get(id()).await.unwrap().version, Version(8));
@@ -188,20 +263,26 @@ mod tests {
         l1.fence(id(), Version(8), FenceKind::Tombstone).await;
         assert_eq!(l1.get(id()).await.unwrap().version, Version(8));
         assert!(
-            l1.fill(id(), Arc::new(Entry::value(Version(8), Bytes::new())))
+            l1.fill(id(), Arc::new(Entry::value(Version(8), Bytes::new())), 0)
                 .await
         );
+        // A read that started before a clear cannot fill after it.
+        let before = l1.epoch();
+        l1.clear();
+        let late = Arc::new(Entry::value(Version(9), Bytes::new()));
+        assert!(!l1.fill(id(), late, before).await);
+        assert!(l1.get(id()).await.is_none());
     }
 
     #[tokio::test]
     async fn refresh_replaces_held_entries_and_only_fences_absent_ones() {
-        let l1 = L1::new(100, Duration::from_secs(60));
+        let l1 = L1::new(100, Lifetimes::fixed(Duration::from_secs(60)));
         let v = |n: i64| Arc::new(Entry::value(Version(n), Bytes::from(format!("v{n}"))));
         // Not held: a tombstone only.
         l1.refresh(id(), v(2)).await;
         assert_eq!(*l1.get(id()).await.unwrap(), Entry::tombstone(Version(2)));
         // Held: the snapshot replaces it; an older snapshot does not.
-        l1.fill(id(), v(2)).await;
+        l1.fill(id(), v(2), 0).await;
         l1.refresh(id(), v(3)).await;
         assert_eq!(l1.get(id()).await.unwrap(), v(3));
         l1.refresh(id(), v(2)).await;
@@ -209,10 +290,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn entries_written_without_a_subscription_live_the_short_ttl() {
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let l1 = L1::new(
+            100,
+            Lifetimes {
+                fenced: Duration::from_secs(60),
+                unfenced: Duration::from_millis(50),
+                subscribed: Arc::clone(&subscribed),
+            },
+        );
+        let unfenced = ProductId::new(1).unwrap();
+        let fenced = ProductId::new(2).unwrap();
+        l1.fill(unfenced, Arc::new(Entry::absent()), 0).await;
+        subscribed.store(true, Ordering::Release);
+        l1.fill(fenced, Arc::new(Entry::absent()), 0).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            l1.get(unfenced).await.is_none(),
+            "expired after the short TTL"
+        );
+        assert!(
+            l1.get(fenced).await.is_some(),
+            "fences reach it: it lives on"
+        );
+    }
+
+    #[tokio::test]
     async fn disabled_l1_holds_nothing() {
-        let l1 = L1::new(0, Duration::from_secs(1));
+        let l1 = L1::new(0, Lifetimes::fixed(Duration::from_secs(1)));
         assert!(!l1.enabled());
-        assert!(!l1.fill(id(), Arc::new(Entry::absent())).await);
+        assert!(!l1.fill(id(), Arc::new(Entry::absent()), 0).await);
         assert!(l1.get(id()).await.is_none());
     }
 }

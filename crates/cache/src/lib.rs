@@ -19,7 +19,7 @@ pub mod trending;
 pub use breaker::Breaker;
 pub use entry::{Entry, State};
 pub use keys::{Family, Keys};
-pub use l1::L1;
+pub use l1::{L1, Lifetimes};
 pub use l2::{FenceKind, L2, L2Config, ListHit, ProductOp};
 pub use trending::ViewCounter;
 

@@ -24,7 +24,7 @@ use std::{
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, middleware, web};
 use anyhow::Context;
 use bus::Topology;
-use cache::{L1, L2, L2Config, ViewCounter};
+use cache::{L1, L2, L2Config, Lifetimes, ViewCounter};
 use service::{Settings, http};
 use store::{Db, PoolSettings};
 use tokio::task::JoinHandle;
@@ -101,9 +101,14 @@ impl Application {
             )),
         })
         .context("configuring Redis")?;
+        let subscribed = Arc::new(AtomicBool::new(false));
         let l1 = L1::new(
             if cache.enabled { cache.l1_capacity } else { 0 },
-            Duration::from_secs(cache.l1_ttl_secs.max(1)),
+            Lifetimes {
+                fenced: Duration::from_secs(cache.ttl_secs),
+                unfenced: Duration::from_secs(cache.l1_ttl_secs.max(1)),
+                subscribed: Arc::clone(&subscribed),
+            },
         );
         let slots = match settings.database.max_concurrency {
             0 => settings.database.pool_size,
@@ -118,7 +123,6 @@ impl Application {
             limiter,
             cache.enabled,
         ));
-        let subscribed = Arc::new(AtomicBool::new(false));
         let views = Arc::new(ViewCounter::default());
         let state = web::Data::new(AppState {
             pages: Arc::new(pages::Pages::new(Arc::clone(&read))),

@@ -142,13 +142,15 @@ impl ReadPath {
         min_version: Version,
     ) -> Result<Answer, ReadError> {
         if !self.cache_enabled {
-            let loaded = self.load(id, min_version, false).await?;
+            let loaded = self.load(id, min_version, false, 0).await?;
             return Ok(Answer {
                 entry: loaded.entry,
                 tier: Tier::Db,
             });
         }
         let mut floor = min_version;
+        // Fills from this read are refused if L1 is cleared meanwhile.
+        let epoch = self.l1.epoch();
 
         if self.l1.enabled() {
             if let Some(entry) = self.l1.get(id).await {
@@ -175,7 +177,7 @@ impl ReadPath {
                         Verdict::Serve => {
                             metrics::counter!("cache_hits_total", "tier" => "l2").increment(1);
                             let entry = Arc::new(entry);
-                            self.remember_in_l1(id, &entry).await;
+                            self.remember_in_l1(id, &entry, epoch).await;
                             return Ok(Answer {
                                 entry,
                                 tier: Tier::L2,
@@ -190,7 +192,7 @@ impl ReadPath {
             metrics::counter!("cache_misses_total", "tier" => "l2").increment(1);
         }
 
-        let loaded = self.load_shared(id, floor, redis_ok).await?;
+        let loaded = self.load_shared(id, floor, redis_ok, epoch).await?;
         Ok(Answer {
             entry: loaded.entry,
             tier: Tier::Db,
@@ -198,12 +200,12 @@ impl ReadPath {
     }
 
     /// Copies an L2 answer into L1 through L1's own CAS.
-    async fn remember_in_l1(&self, id: ProductId, entry: &Arc<Entry>) {
+    async fn remember_in_l1(&self, id: ProductId, entry: &Arc<Entry>, epoch: u64) {
         match entry.state {
             State::Deleted => self.l1.fence(id, entry.version, FenceKind::Deleted).await,
             State::Tombstone => {}
             _ => {
-                self.l1.fill(id, Arc::clone(entry)).await;
+                self.l1.fill(id, Arc::clone(entry), epoch).await;
             }
         }
     }
@@ -215,16 +217,20 @@ impl ReadPath {
         id: ProductId,
         floor: Version,
         redis_ok: bool,
+        epoch: u64,
     ) -> Result<Loaded, ReadError> {
         let this = Arc::clone(self);
         let (shared, _leader) = self
             .flights
-            .run(id, async move { this.load(id, floor, redis_ok).await })
+            .run(
+                id,
+                async move { this.load(id, floor, redis_ok, epoch).await },
+            )
             .await;
         let loaded =
             shared.unwrap_or_else(|| Err(ReadError::Internal("load task failed".into())))?;
         if loaded.floor < floor && loaded.entry.version < floor {
-            return self.load(id, floor, redis_ok).await;
+            return self.load(id, floor, redis_ok, epoch).await;
         }
         Ok(loaded)
     }
@@ -235,6 +241,7 @@ impl ReadPath {
         id: ProductId,
         floor: Version,
         redis_ok: bool,
+        epoch: u64,
     ) -> Result<Loaded, ReadError> {
         let row = {
             let _slot = self.limiter.acquire().await?;
@@ -269,7 +276,7 @@ impl ReadPath {
                 _ => true,
             };
             if l1_may_fill {
-                self.l1.fill(id, Arc::clone(&entry)).await;
+                self.l1.fill(id, Arc::clone(&entry), epoch).await;
             }
         }
         Ok(Loaded { entry, floor })

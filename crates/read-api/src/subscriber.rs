@@ -43,9 +43,11 @@ impl Subscriber {
         while !shutdown.is_cancelled() {
             match self.subscribe().await {
                 Ok((connection, mut consumer)) => {
-                    // Anything filled before now may have missed a fence.
-                    self.l1.clear();
+                    // Fences flow from here on: entries written from now live
+                    // long; anything filled before now may have missed a
+                    // fence and goes.
                     self.set_connected(true);
+                    self.l1.clear();
                     backoff = BACKOFF_MIN;
                     tracing::info!("L1 event subscription established");
                     loop {
@@ -65,6 +67,8 @@ impl Subscriber {
                             }
                         }
                     }
+                    // Entries written from now live only the short TTL; the
+                    // long-lived ones may miss fences from here on.
                     self.set_connected(false);
                     self.l1.clear();
                     tracing::warn!("L1 event subscription lost; L1 cleared, reconnecting");
