@@ -12,16 +12,20 @@ use crate::harness::{System, WAIT, invalidator, product};
 async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
     let via_proxy = proxy.url_for(&test_support::amqp_url());
-    let sys = System::start(2).await;
-    // Restart write-api and the invalidator behind the proxy; readers stay
-    // directly connected.
+    let mut sys = System::start(2).await;
+    // Restart write-api and the invalidator behind the proxy (readers stay
+    // directly connected), waiting for the old ones to stop: the old relay
+    // would otherwise publish the new instance's outbox rows.
     let mut settings = sys.env.settings.clone();
     settings.amqp.url = via_proxy;
-    let sys = System {
-        write: crate::harness::write_api(settings.clone()).await,
-        invalidator: Some(invalidator(settings).await),
-        ..sys
-    };
+    let old = std::mem::replace(
+        &mut sys.write,
+        crate::harness::write_api(settings.clone()).await,
+    );
+    old.stop().await;
+    if let Some(old) = sys.invalidator.replace(invalidator(settings).await) {
+        old.stop().await;
+    }
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
