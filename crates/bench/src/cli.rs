@@ -12,6 +12,7 @@ use crate::{
     load::{self, LoadOpts},
     plot, report,
     seed::{self, SeedOpts},
+    warm::{self, WarmOpts},
 };
 
 /// Seeds a Catalog, loads it with HTTP traffic, measures cache freshness,
@@ -41,6 +42,8 @@ pub enum Command {
     Load(LoadArgs),
     /// Time from write-api's 200 until each read-api instance shows the change.
     Freshness(FreshnessArgs),
+    /// Read every product once on every instance (steady-state caches).
+    Warm(WarmArgs),
     /// Plot latency percentile curves from `load --json` reports (SVG).
     Plot(PlotArgs),
     /// Plot the lag CDF from `freshness --json` reports (SVG).
@@ -121,6 +124,24 @@ pub struct SeedArgs {
     /// Also write the summary as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Read base URL; repeat for several instances (each gets every id).
+    #[arg(long, value_name = "URL", required = true)]
+    pub url: Vec<String>,
+
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Read path; `{id}` becomes the product id.
+    #[arg(long, default_value = "/products/{id}")]
+    pub path_template: String,
+
+    /// Requests in flight per URL.
+    #[arg(long, short, default_value_t = 32)]
+    pub connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -375,6 +396,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if check && report.stale_after_convergence + report.regressions + report.timeouts > 0 {
                 return Ok(Outcome::CheckFailed);
             }
+        }
+        Command::Warm(a) => {
+            let report = warm::run(WarmOpts {
+                urls: a.url,
+                keys: a.keys.keys()?,
+                path_template: a.path_template,
+                connections: a.connections,
+                progress,
+                ..WarmOpts::default()
+            })
+            .await?;
+            println!("{report}");
         }
         Command::Plot(a) => {
             plot::latency(&a.input, &a.out, a.op, a.title.as_deref())?;

@@ -8,6 +8,7 @@
 //! - [`freshness::run`] measures how long a write takes to show on every
 //!   read-api instance, and whether any instance ever serves an older
 //!   version again;
+//! - [`warm`] reads every product once on every instance (steady state);
 //! - [`plot`] draws the reports as SVG.
 //!
 //! [`cli`] maps the command line onto these; `main.rs` only builds the
@@ -27,3 +28,4 @@ pub mod report;
 pub mod seed;
 pub mod stats;
 pub mod table;
+pub mod warm;

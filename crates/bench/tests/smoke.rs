@@ -110,6 +110,7 @@ async fn every_subcommand_runs_against_a_tiny_catalog() {
     let open = open_loop(&write.base, &ids).await;
     let fresh = freshness_against_write_api(&write.base, &ids).await;
     let read = start_read(env.settings.clone()).await;
+    warm_every_product(&read.base, &ids).await;
     let cached = hot_key_through_read_api(&read.base, &ids).await;
     let _invalidator = start_invalidator(env.settings.clone()).await;
     let read2 = start_read(env.settings.clone()).await;
@@ -287,6 +288,32 @@ async fn freshness_against_write_api(write_url: &str, ids: &[i64]) -> FreshnessR
     assert!(report.lag_us.max < 1_000_000, "{report}");
     assert_eq!(report.lag_cdf.last().map(|p| p.fraction), Some(1.0));
     report
+}
+
+/// `warm` reads every product once; after it, every product is in L1.
+async fn warm_every_product(read_url: &str, ids: &[i64]) {
+    let report = bench::warm::run(bench::warm::WarmOpts {
+        urls: vec![read_url.to_owned()],
+        keys: Keys::List(ids.to_vec()),
+        connections: 4,
+        progress: false,
+        ..bench::warm::WarmOpts::default()
+    })
+    .await
+    .unwrap();
+    println!("{report}");
+    assert_eq!(report.requests, ids.len() as u64);
+    assert_eq!((report.not_ok, report.errors), (0, 0));
+    for id in ids {
+        let res = reqwest::get(format!("{read_url}/products/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()["x-cache"],
+            "HIT-L1",
+            "product {id} after warming"
+        );
+    }
 }
 
 /// `load` through read-api on one hot key: served from L1 after the first
