@@ -378,10 +378,10 @@ async fn the_auditor_finds_a_planted_stale_entry_and_can_repair_it() {
         "sku": "AUD-1", "name": "Audited", "category": "laptops", "price_cents": 1, "currency": "USD"
     }))
     .unwrap();
-    let p = db.create(&new).await.unwrap();
+    let p = db.create(&new).await.unwrap().value;
     let fresh = db.create(&NewProduct::from_json(&json!({
         "sku": "AUD-2", "name": "Fresh", "category": "laptops", "price_cents": 1, "currency": "USD"
-    })).unwrap()).await.unwrap();
+    })).unwrap()).await.unwrap().value;
     let patch = domain::ProductPatch::from_json(&json!({"price_cents": 2})).unwrap();
     db.update(p.id, &patch, None).await.unwrap();
     // The cache serves version 1 of AUD-1 (as if its event had been lost)
@@ -436,7 +436,8 @@ async fn the_auditor_flags_a_cached_not_found_for_an_existing_product() {
             "sku": "AUD-3", "name": "Exists", "category": "laptops", "price_cents": 1, "currency": "USD"
         })).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+        .value;
     cache.fill(p.id, &Entry::absent()).await.unwrap();
     let mut auditor = invalidator::auditor::Auditor::new(cache.clone(), db, 10, true);
     let report = auditor.audit(Duration::from_millis(50)).await.unwrap();

@@ -134,6 +134,10 @@ impl Subscriber {
                     _ => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
                 }
                 metrics::counter!("l1_fences_total").increment(1);
+                let lag = (chrono::Utc::now() - event.occurred_at)
+                    .num_microseconds()
+                    .unwrap_or(0);
+                metrics::histogram!("l1_event_lag_seconds").record(lag.max(0) as f64 / 1e6);
             }
             Err(e) => tracing::warn!(error = %e, "ignoring a malformed product event"),
         }

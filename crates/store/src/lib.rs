@@ -17,3 +17,4 @@ pub use error::StoreError;
 pub use outbox::{OutboxMessage, RelayPass};
 pub use pool::{Conn, Db, PoolSettings, admin, migrate};
 pub use products::Page;
+pub use writes::Written;

@@ -41,11 +41,15 @@ impl Db {
     /// Confirmed ones are then published again later, which is harmless: the
     /// consumers are idempotent.
     ///
+    /// Only rows older than `older_than` are claimed: fresher ones are being
+    /// published by the instance that wrote them.
+    ///
     /// `publish` returns the ids the broker confirmed, plus the error that
     /// stopped it, if any.
     pub async fn relay_outbox<F, Fut, E>(
         &self,
         limit: i64,
+        older_than: std::time::Duration,
         publish: F,
     ) -> Result<(RelayPass, Option<E>), StoreError>
     where
@@ -62,10 +66,13 @@ impl Db {
                 .transaction::<_, StoreError, _>(async |conn| {
                     let mut rows: Vec<OutboxMessage> = diesel::sql_query(
                         "DELETE FROM outbox WHERE id IN \
-                           (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                           (SELECT id FROM outbox \
+                            WHERE created_at < now() - $2 * interval '1 millisecond' \
+                            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
                          RETURNING id, event_id, routing_key, payload, created_at",
                     )
                     .bind::<BigInt, _>(limit)
+                    .bind::<BigInt, _>(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
                     .load(conn)
                     .await?;
                     let claimed = rows.len();
@@ -89,6 +96,22 @@ impl Db {
                 (_, Some(outcome)) => Ok(outcome),
                 (result, None) => result,
             }
+        })
+        .await
+    }
+
+    /// Deletes rows the broker confirmed (the relay's fast path, for rows it
+    /// was handed at commit rather than claimed).
+    pub async fn delete_sent(&self, ids: &[i64]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.bounded(async {
+            count_query("outbox_delete");
+            let mut conn = self.conn().await?;
+            Ok(diesel::delete(outbox::table.filter(outbox::id.eq_any(ids)))
+                .execute(&mut conn)
+                .await?)
         })
         .await
     }

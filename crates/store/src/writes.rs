@@ -11,7 +11,7 @@ use domain::{
 use serde_json::Value;
 
 use crate::{
-    Db, StoreError,
+    Db, OutboxMessage, StoreError,
     models::{ProductRow, StockRow},
     products::count_query,
     schema::{outbox, products, stock},
@@ -24,8 +24,20 @@ fn clock() -> diesel::expression::SqlLiteral<Timestamptz> {
     sql::<Timestamptz>("clock_timestamp()")
 }
 
-/// Writes events into the outbox, in the caller's transaction.
-async fn enqueue(conn: &mut AsyncPgConnection, events: &[ChangeEvent]) -> Result<(), StoreError> {
+/// A committed change and the outbox rows it wrote, which the caller hands
+/// to the relay to publish right away.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    pub value: T,
+    pub events: Vec<OutboxMessage>,
+}
+
+/// Writes events into the outbox, in the caller's transaction, and returns
+/// the rows.
+async fn enqueue(
+    conn: &mut AsyncPgConnection,
+    events: &[ChangeEvent],
+) -> Result<Vec<OutboxMessage>, StoreError> {
     let rows = events
         .iter()
         .map(|e| {
@@ -39,13 +51,16 @@ async fn enqueue(conn: &mut AsyncPgConnection, events: &[ChangeEvent]) -> Result
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     // Chunks keep each statement under Postgres' 65535 bind parameters.
+    let mut written = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(5000) {
-        diesel::insert_into(outbox::table)
+        let batch: Vec<OutboxMessage> = diesel::insert_into(outbox::table)
             .values(chunk)
-            .execute(conn)
+            .returning(OutboxMessage::as_returning())
+            .get_results(conn)
             .await?;
+        written.extend(batch);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Locks and returns the current row, checking `If-Match`.
@@ -130,7 +145,7 @@ async fn insert_products(
 
 impl Db {
     /// Creates one product (version 1) with its stock and its event.
-    pub async fn create(&self, new: &NewProduct) -> Result<Product, StoreError> {
+    pub async fn create(&self, new: &NewProduct) -> Result<Written<Product>, StoreError> {
         self.bounded(async {
             count_query("create");
             let mut conn = self.conn().await?;
@@ -139,12 +154,15 @@ impl Db {
                     .await?
                     .pop()
                     .ok_or_else(|| StoreError::Internal("insert returned no row".into()))?;
-                enqueue(
+                let events = enqueue(
                     conn,
                     &[ChangeEvent::upserted(None, &product, product.updated_at)],
                 )
                 .await?;
-                Ok(product)
+                Ok(Written {
+                    value: product,
+                    events,
+                })
             })
             .await
         })
@@ -152,7 +170,10 @@ impl Db {
     }
 
     /// Creates many products in one transaction: all or nothing.
-    pub async fn create_bulk(&self, new: &[NewProduct]) -> Result<Vec<Product>, StoreError> {
+    pub async fn create_bulk(
+        &self,
+        new: &[NewProduct],
+    ) -> Result<Written<Vec<Product>>, StoreError> {
         self.bounded(async {
             count_query("create_bulk");
             let mut conn = self.conn().await?;
@@ -162,8 +183,11 @@ impl Db {
                     .iter()
                     .map(|p| ChangeEvent::upserted(None, p, p.updated_at))
                     .collect();
-                enqueue(conn, &events).await?;
-                Ok(products)
+                let events = enqueue(conn, &events).await?;
+                Ok(Written {
+                    value: products,
+                    events,
+                })
             })
             .await
         })
@@ -176,7 +200,7 @@ impl Db {
         id: ProductId,
         patch: &ProductPatch,
         expected: Option<Version>,
-    ) -> Result<Product, StoreError> {
+    ) -> Result<Written<Product>, StoreError> {
         self.bounded(async {
             count_query("update");
             let mut conn = self.conn().await?;
@@ -199,7 +223,7 @@ impl Db {
                     .get_result(conn)
                     .await?;
                 let after = Product::try_from(row)?;
-                enqueue(
+                let events = enqueue(
                     conn,
                     &[ChangeEvent::upserted(
                         Some(&before),
@@ -208,7 +232,10 @@ impl Db {
                     )],
                 )
                 .await?;
-                Ok(after)
+                Ok(Written {
+                    value: after,
+                    events,
+                })
             })
             .await
         })
@@ -216,7 +243,11 @@ impl Db {
     }
 
     /// Deletes a product (and its stock); its event fences at last version + 1.
-    pub async fn delete(&self, id: ProductId, expected: Option<Version>) -> Result<(), StoreError> {
+    pub async fn delete(
+        &self,
+        id: ProductId,
+        expected: Option<Version>,
+    ) -> Result<Written<()>, StoreError> {
         self.bounded(async {
             count_query("delete");
             let mut conn = self.conn().await?;
@@ -225,8 +256,8 @@ impl Db {
                 diesel::delete(products::table.find(id.get()))
                     .execute(conn)
                     .await?;
-                enqueue(conn, &[ChangeEvent::deleted(&last, Utc::now())]).await?;
-                Ok(())
+                let events = enqueue(conn, &[ChangeEvent::deleted(&last, Utc::now())]).await?;
+                Ok(Written { value: (), events })
             })
             .await
         })

@@ -1,6 +1,7 @@
 //! write-api: the admin HTTP API. Every change commits to Postgres together
-//! with its outbox event; the relay ([`relay`]) publishes the events to
-//! RabbitMQ after commit.
+//! with its outbox event; the handler then hands the committed rows to the
+//! relay ([`relay`]), which publishes them to RabbitMQ at once; a sweep
+//! publishes whatever that misses.
 //!
 //! The binary is a thin `main`; tests build and run the same
 //! [`Application`] in-process on port 0.
@@ -21,12 +22,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-pub use relay::RelayWaker;
+pub use relay::RelayHandle;
 
 /// What every handler shares.
 pub struct State {
     pub db: Db,
-    pub waker: RelayWaker,
+    /// Takes committed outbox rows to publish right away.
+    pub relay: RelayHandle,
     pub publisher: Arc<Publisher>,
 }
 
@@ -71,7 +73,6 @@ impl Application {
         .context("creating the Postgres pool")?;
         let topology = Topology::new(&settings.namespace);
         let publisher = Arc::new(Publisher::new(&settings.amqp.url, "write-api", topology));
-        let waker = RelayWaker::default();
         // The relay's own small pool: its connections are created on the
         // runtime the relay runs on, so its queries never hop threads; and its
         // commits (deleting rows the broker confirmed) need not wait for the
@@ -88,20 +89,17 @@ impl Application {
             },
         )
         .context("creating the relay's Postgres pool")?;
-        let relay = relay::Relay {
-            db: relay_db,
-            publisher: Arc::clone(&publisher),
-            waker: waker.clone(),
-            poll: Duration::from_millis(settings.write_api.relay_poll_ms.max(10)),
-            batch: settings.write_api.relay_batch.max(1),
-        };
+        let (relay, relay_handle) = relay::Relay::new(
+            relay_db,
+            Arc::clone(&publisher),
+            Duration::from_millis(settings.write_api.relay_poll_ms.max(10)),
+            settings.write_api.relay_batch.max(1),
+        );
         let relay = tokio::spawn(relay.run(shutdown.child_token()));
-        // Anything committed while no relay ran (a crash) goes out now.
-        waker.wake();
 
         let state = web::Data::new(State {
             db,
-            waker,
+            relay: relay_handle,
             publisher,
         });
         let tokens = web::Data::new(auth::Tokens::new(&settings.auth.admin_tokens));

@@ -1,5 +1,6 @@
 //! The admin routes. Each handler validates, runs one store transaction (which
-//! writes the change and its outbox event together) and wakes the relay.
+//! writes the change and its outbox event together) and hands the committed
+//! outbox rows to the relay.
 
 use actix_web::{
     HttpRequest, HttpResponse,
@@ -90,12 +91,13 @@ pub async fn create(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewProduct::from_json(&json_body(&req, body).await?)?;
-    let product = state
+    let written = state
         .db
         .create(&new)
         .await
         .map_err(|e| store_error(e, None))?;
-    state.waker.wake();
+    state.relay.submit(written.events);
+    let product = written.value;
     let mut response = HttpResponse::Created();
     response.insert_header((header::LOCATION, format!("/products/{}", product.id)));
     Ok(with_product(response, &product))
@@ -116,13 +118,13 @@ pub async fn create_bulk(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewProduct::bulk_from_json(&json_body(&req, body).await?)?;
-    let products = state
+    let written = state
         .db
         .create_bulk(&new)
         .await
         .map_err(|e| store_error(e, None))?;
-    state.waker.wake();
-    let ids: Vec<ProductId> = products.iter().map(|p| p.id).collect();
+    state.relay.submit(written.events);
+    let ids: Vec<ProductId> = written.value.iter().map(|p| p.id).collect();
     Ok(HttpResponse::Created().json(serde_json::json!({ "ids": ids })))
 }
 
@@ -169,13 +171,13 @@ pub async fn patch(
     let id = parse_id(&path)?;
     let expected = if_match(&req)?;
     let patch = ProductPatch::from_json(&json_body(&req, body).await?)?;
-    let product = state
+    let written = state
         .db
         .update(id, &patch, expected)
         .await
         .map_err(|e| store_error(e, Some(id)))?;
-    state.waker.wake();
-    Ok(with_product(HttpResponse::Ok(), &product))
+    state.relay.submit(written.events);
+    Ok(with_product(HttpResponse::Ok(), &written.value))
 }
 
 /// Delete a product; `If-Match` makes it conditional.
@@ -194,12 +196,12 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let expected = if_match(&req)?;
-    state
+    let written = state
         .db
         .delete(id, expected)
         .await
         .map_err(|e| store_error(e, Some(id)))?;
-    state.waker.wake();
+    state.relay.submit(written.events);
     Ok(HttpResponse::NoContent().finish())
 }
 
