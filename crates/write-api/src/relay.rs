@@ -75,9 +75,10 @@ impl Relay {
     /// Runs until `shutdown`, then publishes what it can within a short
     /// budget.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        // Whatever is left from before (a crash, a restart) goes out first.
+        // Rows left from before (a crash, a restart) go out with the first
+        // sweep. Even that one leaves rows younger than the grace period
+        // alone: they may be on another live instance's fast path.
         let mut next_sweep = tokio::time::Instant::now();
-        let mut grace = Duration::ZERO;
         let mut backoff = BACKOFF_MIN;
         let mut backlog_tick = tokio::time::interval(BACKLOG_EVERY);
         backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,7 +86,7 @@ impl Relay {
             tokio::select! {
                 Some(rows) = self.committed.recv() => self.fast_path(rows).await,
                 () = tokio::time::sleep_until(next_sweep) => {
-                    match self.sweep(grace).await {
+                    match self.sweep(SWEEP_GRACE).await {
                         Ok(()) => {
                             backoff = BACKOFF_MIN;
                             next_sweep = tokio::time::Instant::now() + self.poll;
@@ -97,7 +98,6 @@ impl Relay {
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                         }
                     }
-                    grace = SWEEP_GRACE;
                 }
                 _ = backlog_tick.tick() => self.report_backlog().await,
                 () = shutdown.cancelled() => break,
@@ -109,7 +109,7 @@ impl Relay {
             while let Some(rows) = self.committed.recv().await {
                 self.fast_path(rows).await;
             }
-            self.sweep(Duration::ZERO).await
+            self.sweep(SWEEP_GRACE).await
         };
         match tokio::time::timeout(DRAIN_BUDGET, drain).await {
             Ok(Ok(())) => tracing::info!("outbox relay drained"),
