@@ -166,34 +166,29 @@ impl Application {
                 .route("/metrics", web::get().to(metrics))
                 .route("/openapi.json", web::get().to(openapi_json))
                 .service(
-                    web::resource("/products")
-                        .route(web::get().to(routes::list))
-                        .default_service(web::to(http::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/products/search")
-                        .route(web::get().to(routes::search))
-                        .default_service(web::to(http::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/products/featured")
-                        .route(web::get().to(routes::featured))
-                        .default_service(web::to(http::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/products/trending")
-                        .route(web::get().to(routes::trending))
-                        .default_service(web::to(http::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/products/{id}")
-                        .route(web::get().to(routes::product))
-                        .default_service(web::to(http::method_not_allowed)),
-                )
-                .service(
-                    web::resource("/products/{id}/availability")
-                        .route(web::get().to(routes::availability))
-                        .default_service(web::to(http::method_not_allowed)),
+                    web::scope("/products")
+                        .service(
+                            web::resource("")
+                                .route(web::get().to(routes::list))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/search")
+                                .route(web::get().to(routes::search))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/featured")
+                                .route(web::get().to(routes::featured))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        .service(
+                            web::resource("/trending")
+                                .route(web::get().to(routes::trending))
+                                .default_service(web::to(http::method_not_allowed)),
+                        )
+                        // `/{id}` and `/{id}/availability`, without a regex.
+                        .default_service(web::to(routes::by_id)),
                 )
                 .default_service(web::to(http::not_found))
         })

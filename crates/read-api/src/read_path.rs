@@ -100,6 +100,25 @@ fn judge(entry: &Entry, floor: Version) -> Verdict {
     }
 }
 
+/// Hit and miss counters, registered once: the hot path only bumps atomics.
+struct Counters {
+    l1_hits: metrics::Counter,
+    l1_misses: metrics::Counter,
+    l2_hits: metrics::Counter,
+    l2_misses: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            l1_hits: metrics::counter!("cache_hits_total", "tier" => "l1"),
+            l1_misses: metrics::counter!("cache_misses_total", "tier" => "l1"),
+            l2_hits: metrics::counter!("cache_hits_total", "tier" => "l2"),
+            l2_misses: metrics::counter!("cache_misses_total", "tier" => "l2"),
+        }
+    }
+}
+
 /// The read path's shared state.
 pub struct ReadPath {
     pub l1: L1,
@@ -112,6 +131,7 @@ pub struct ReadPath {
     /// false: every read goes to Postgres (`cache.enabled = false`).
     pub cache_enabled: bool,
     flights: SingleFlight<ProductId, Result<Loaded, ReadError>>,
+    counters: Counters,
 }
 
 impl ReadPath {
@@ -131,6 +151,7 @@ impl ReadPath {
             limiter,
             cache_enabled,
             flights: SingleFlight::default(),
+            counters: Counters::new(),
         }
     }
 
@@ -156,7 +177,7 @@ impl ReadPath {
             if let Some(entry) = self.l1.get(id).await {
                 match judge(&entry, floor) {
                     Verdict::Serve => {
-                        metrics::counter!("cache_hits_total", "tier" => "l1").increment(1);
+                        self.counters.l1_hits.increment(1);
                         return Ok(Answer {
                             entry,
                             tier: Tier::L1,
@@ -165,7 +186,7 @@ impl ReadPath {
                     Verdict::Floor(f) => floor = f,
                 }
             }
-            metrics::counter!("cache_misses_total", "tier" => "l1").increment(1);
+            self.counters.l1_misses.increment(1);
         }
 
         let mut redis_ok = false;
@@ -175,7 +196,7 @@ impl ReadPath {
                     redis_ok = true;
                     match judge(&entry, floor) {
                         Verdict::Serve => {
-                            metrics::counter!("cache_hits_total", "tier" => "l2").increment(1);
+                            self.counters.l2_hits.increment(1);
                             let entry = Arc::new(entry);
                             self.remember_in_l1(id, &entry, epoch).await;
                             return Ok(Answer {
@@ -189,7 +210,7 @@ impl ReadPath {
                 Ok(None) => redis_ok = true,
                 Err(_) => {}
             }
-            metrics::counter!("cache_misses_total", "tier" => "l2").increment(1);
+            self.counters.l2_misses.increment(1);
         }
 
         let loaded = self.load_shared(id, floor, redis_ok, epoch).await?;

@@ -3,6 +3,8 @@
 //! per-route request metrics, probes and graceful serving.
 
 use std::{
+    borrow::Cow,
+    cell::RefCell,
     collections::HashMap,
     future::{Future, Ready, ready},
     pin::Pin,
@@ -12,7 +14,7 @@ use std::{
 };
 
 use actix_web::{
-    HttpRequest, HttpResponse, ResponseError,
+    HttpMessage, HttpRequest, HttpResponse, ResponseError,
     body::MessageBody,
     dev::{Server, Service, ServiceRequest, ServiceResponse, Transform},
     http::{StatusCode, header},
@@ -288,9 +290,25 @@ pub async fn metrics() -> HttpResponse {
         .body(crate::telemetry::metrics().render())
 }
 
+/// The route a request was served by, for metrics, when the router cannot
+/// tell: a handler that dispatches several paths itself inserts it into the
+/// request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLabel(pub &'static str);
+
+/// Metric handles of one (method, route, status).
+type Handles = Rc<(metrics::Counter, metrics::Histogram)>;
+type HandleKey = (actix_web::http::Method, Cow<'static, str>, u16);
+
 /// Middleware recording `http_requests_total{method,route,status}` and
 /// `http_request_duration_seconds{method,route}`. `route` is the matched
-/// pattern (`/products/{id}`), never the raw path, to keep cardinality fixed.
+/// pattern (`/products/{id}`, or a [`RouteLabel`]), never the raw path, to
+/// keep cardinality fixed.
+///
+/// Handles are looked up once per (method, route, status) and kept: on the
+/// hot path a request costs two atomic updates, not a registry lookup with
+/// freshly allocated labels. Each HTTP worker builds its own middleware, so
+/// the cache needs no lock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestMetrics;
 
@@ -308,6 +326,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RequestMetricsService {
             service: Rc::new(service),
+            handles: Rc::new(RefCell::new(HashMap::new())),
         }))
     }
 }
@@ -315,6 +334,20 @@ where
 #[doc(hidden)]
 pub struct RequestMetricsService<S> {
     service: Rc<S>,
+    handles: Rc<RefCell<HashMap<HandleKey, Handles>>>,
+}
+
+fn handles_for(cache: &RefCell<HashMap<HandleKey, Handles>>, key: HandleKey) -> Handles {
+    if let Some(h) = cache.borrow().get(&key) {
+        return Rc::clone(h);
+    }
+    let (method, route, status) = key.clone();
+    let h = Rc::new((
+        metrics::counter!("http_requests_total", "method" => method.as_str().to_owned(), "route" => route.clone(), "status" => status.to_string()),
+        metrics::histogram!("http_request_duration_seconds", "method" => method.as_str().to_owned(), "route" => route),
+    ));
+    cache.borrow_mut().insert(key, Rc::clone(&h));
+    h
 }
 
 impl<S, B> Service<ServiceRequest> for RequestMetricsService<S>
@@ -330,26 +363,31 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        let method = req.method().as_str().to_owned();
+        let method = req.method().clone();
         let service = Rc::clone(&self.service);
+        let cache = Rc::clone(&self.handles);
         Box::pin(async move {
             let result = service.call(req).await;
-            let (route, status) = match &result {
-                Ok(res) => (
-                    res.request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".to_owned()),
-                    res.status().as_u16(),
-                ),
+            let (route, status): (Cow<'static, str>, u16) = match &result {
+                Ok(res) => {
+                    let labelled = res.request().extensions().get::<RouteLabel>().copied();
+                    let route = match labelled {
+                        Some(RouteLabel(route)) => Cow::Borrowed(route),
+                        None => res
+                            .request()
+                            .match_pattern()
+                            .map_or(Cow::Borrowed("unmatched"), Cow::Owned),
+                    };
+                    (route, res.status().as_u16())
+                }
                 Err(e) => (
-                    "unmatched".to_owned(),
+                    Cow::Borrowed("unmatched"),
                     e.as_response_error().status_code().as_u16(),
                 ),
             };
-            metrics::histogram!("http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
-                .record(start.elapsed().as_secs_f64());
-            metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status.to_string())
-                .increment(1);
+            let handles = handles_for(&cache, (method, route, status));
+            handles.1.record(start.elapsed().as_secs_f64());
+            handles.0.increment(1);
             result
         })
     }
