@@ -1,6 +1,13 @@
 //! Trending: product views counted in process, flushed to Redis in batches
 //! into hour-bucket sorted sets (never a Redis round trip per view), and
 //! rolled up into a 24-hour top list by one instance at a time.
+//!
+//! Every Redis command here stays small, because Redis runs one command at a
+//! time and every cache read waits behind it: the roll-up reads only the top
+//! of each bucket (`ZREVRANGE`, O(log N + K)) and merges them in process
+//! instead of asking Redis to union whole buckets, and past buckets are
+//! trimmed a bounded chunk at a time. (A `ZUNIONSTORE` of a 100k-member bucket
+//! stalled Redis past the read path's 100 ms budget every roll-up.)
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -11,7 +18,15 @@ use crate::{CacheError, L2};
 /// How long an hour bucket lives: the 24 hours it counts for, plus slack.
 const BUCKET_TTL_SECS: i64 = 26 * 3600;
 /// Members kept in the rolled-up top list.
-const TOP_KEEP: i64 = 1000;
+const TOP_KEEP: usize = 1000;
+/// Members of each bucket the roll-up reads: a product outside a bucket's top
+/// 2000 is far from the 24-hour top 1000.
+const BUCKET_TOP: isize = 2000;
+/// Members a past bucket is trimmed to (bounds Redis memory: the current
+/// bucket holds every product viewed this hour).
+const BUCKET_KEEP: usize = 10_000;
+/// Most members one trim command removes.
+const TRIM_CHUNK: usize = 2000;
 
 /// Views counted since the last flush.
 #[derive(Debug, Default)]
@@ -94,21 +109,72 @@ impl L2 {
         let buckets: Vec<String> = (0..24)
             .map(|h| self.keys().trending_bucket(now - h))
             .collect();
+
+        // The top of each bucket, merged here.
+        let mut read = redis::pipe();
+        for bucket in &buckets {
+            read.cmd("ZREVRANGE")
+                .arg(bucket)
+                .arg(0)
+                .arg(BUCKET_TOP - 1)
+                .arg("WITHSCORES");
+        }
+        let tops: Vec<Vec<(String, f64)>> = self.pipeline("trending_read", read).await?;
+        let mut totals: HashMap<String, f64> = HashMap::new();
+        for (member, views) in tops.into_iter().flatten() {
+            *totals.entry(member).or_default() += views;
+        }
+        let mut ranked: Vec<(String, f64)> = totals.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(TOP_KEEP);
+
+        // Swap the new list in atomically (same hash slot as the buckets).
         let top = self.keys().trending_top();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZUNIONSTORE")
-            .arg(&top)
-            .arg(buckets.len())
-            .arg(&buckets)
-            .ignore();
-        pipe.cmd("ZREMRANGEBYRANK")
-            .arg(&top)
-            .arg(0)
-            .arg(-(TOP_KEEP + 1))
-            .ignore();
-        pipe.cmd("EXPIRE").arg(&top).arg(BUCKET_TTL_SECS).ignore();
-        self.pipeline::<()>("rollup_trending", pipe).await?;
+        let staging = format!("{top}:next");
+        let mut write = redis::pipe();
+        write.atomic();
+        write.cmd("DEL").arg(&staging).ignore();
+        if ranked.is_empty() {
+            write.cmd("DEL").arg(&top).ignore();
+        } else {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&staging);
+            for (member, views) in &ranked {
+                zadd.arg(*views).arg(member);
+            }
+            write.add_command(zadd).ignore();
+            write.cmd("RENAME").arg(&staging).arg(&top).ignore();
+            write.cmd("EXPIRE").arg(&top).arg(BUCKET_TTL_SECS).ignore();
+        }
+        self.pipeline::<()>("trending_write", write).await?;
+
+        self.trim_past_buckets(&buckets[1..]).await?;
         Ok(true)
+    }
+
+    /// Trims past hour buckets towards [`BUCKET_KEEP`] members, at most one
+    /// [`TRIM_CHUNK`] each per roll-up.
+    async fn trim_past_buckets(&self, past: &[String]) -> Result<(), CacheError> {
+        let mut sizes = redis::pipe();
+        for bucket in past {
+            sizes.cmd("ZCARD").arg(bucket);
+        }
+        let sizes: Vec<usize> = self.pipeline("trending_sizes", sizes).await?;
+        let mut trim = redis::pipe();
+        for (bucket, size) in past.iter().zip(sizes) {
+            let excess = size.saturating_sub(BUCKET_KEEP).min(TRIM_CHUNK);
+            if excess > 0 {
+                trim.cmd("ZREMRANGEBYRANK")
+                    .arg(bucket)
+                    .arg(0)
+                    .arg(excess - 1)
+                    .ignore();
+            }
+        }
+        if !trim.is_empty() {
+            self.pipeline::<()>("trending_trim", trim).await?;
+        }
+        Ok(())
     }
 
     /// The most viewed products over the last 24 hours, most viewed first.

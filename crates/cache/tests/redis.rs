@@ -369,3 +369,61 @@ fn states_are_exhaustive() {
         State::Value(_) | State::Tombstone | State::Deleted | State::Absent => (),
     };
 }
+
+#[tokio::test]
+async fn past_hour_buckets_are_trimmed_a_bounded_chunk_at_a_time() {
+    let l2 = l2();
+    let now = 1_800_000_000;
+    let past = l2.keys().trending_bucket(now / 3600 - 3);
+    // 13,000 products viewed in an hour three hours ago: product n seen n times.
+    let mut fill = redis::pipe();
+    for chunk in (1..=13_000_i64).collect::<Vec<_>>().chunks(1000) {
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(&past);
+        for n in chunk {
+            zadd.arg(*n).arg(*n);
+        }
+        fill.add_command(zadd).ignore();
+    }
+    let mut conn = redis::Client::open(test_support::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = fill.query_async(&mut conn).await.unwrap();
+    let card = |conn: redis::aio::MultiplexedConnection| {
+        let past = past.clone();
+        async move {
+            let mut conn = conn;
+            redis::cmd("ZCARD")
+                .arg(&past)
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    l2.rollup_trending(now, None).await.unwrap();
+    assert_eq!(
+        card(conn.clone()).await,
+        11_000,
+        "one chunk of 2000 per roll-up"
+    );
+    l2.rollup_trending(now, None).await.unwrap();
+    assert_eq!(card(conn.clone()).await, 10_000);
+    l2.rollup_trending(now, None).await.unwrap();
+    assert_eq!(
+        card(conn.clone()).await,
+        10_000,
+        "trimmed to the most viewed 10,000"
+    );
+    // The least viewed went first; the top list still ranks the most viewed.
+    let top = l2.trending(3).await.unwrap();
+    assert_eq!(
+        top,
+        vec![
+            (id(13_000), 13_000),
+            (id(12_999), 12_999),
+            (id(12_998), 12_998)
+        ]
+    );
+}
