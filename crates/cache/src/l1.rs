@@ -2,11 +2,17 @@
 //! product events the instance consumes, under the same version rules as
 //! Redis.
 //!
-//! How long an entry may live depends on whether fences can reach it: an
-//! entry written while the instance's event subscription is up lives as long
-//! as a Redis entry (events fence it, and L1 is cleared the moment the
-//! subscription drops); one written while it is down lives only the short
-//! TTL, the staleness bound when events cannot arrive.
+//! How long an entry may live depends on what it is and whether fences can
+//! reach it. A value (or a deleted marker) written while the instance's event
+//! subscription is up lives as long as a Redis entry: events fence it, and L1
+//! is cleared the moment the subscription drops. Written while it is down, it
+//! lives only the short TTL, the staleness bound when events cannot arrive.
+//! A tombstone only has to outlive the reads in flight when it was written
+//! (every store call has a deadline of seconds), so it gets the short TTL
+//! too: otherwise a bulk load would fill L1 with tombstones of products
+//! nobody reads here. A "not found" marker lives the negative TTL. All
+//! lifetimes are jittered by up to 10% so entries filled together do not
+//! expire together.
 //!
 //! moka's loaders insert unconditionally, which would let a slow loader
 //! overwrite a newer version or a fence. Every write here goes through
@@ -23,7 +29,9 @@ use std::{
 use domain::{ProductId, Version};
 use moka::{Expiry, future::Cache, ops::compute::Op};
 
-use crate::{Entry, FenceKind};
+use rand::Rng;
+
+use crate::{Entry, FenceKind, State};
 
 #[derive(Clone)]
 pub struct L1 {
@@ -46,46 +54,59 @@ impl std::fmt::Debug for L1 {
 /// Lifetimes of L1 entries (see the module comment).
 #[derive(Debug, Clone)]
 pub struct Lifetimes {
-    /// While fences can arrive: the Redis TTL.
+    /// Values while fences can arrive: the Redis TTL.
     pub fenced: Duration,
-    /// While they cannot: the staleness bound.
+    /// Values while they cannot (the staleness bound), and tombstones.
     pub unfenced: Duration,
+    /// "Not found" markers.
+    pub negative: Duration,
     /// Whether the event subscription is up right now.
     pub subscribed: Arc<AtomicBool>,
 }
 
 impl Lifetimes {
-    /// One lifetime whatever the subscription does.
+    /// One lifetime whatever the entry and the subscription.
     pub fn fixed(ttl: Duration) -> Self {
         Self {
             fenced: ttl,
             unfenced: ttl,
+            negative: ttl,
             subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn now(&self) -> Duration {
-        if self.subscribed.load(Ordering::Acquire) {
-            self.fenced
-        } else {
-            self.unfenced
-        }
+    fn for_entry(&self, entry: &Entry) -> Duration {
+        let base = match entry.state {
+            State::Tombstone => self.unfenced,
+            State::Absent => self.negative.min(self.unfenced.max(self.fenced)),
+            State::Value(_) | State::Deleted if self.subscribed.load(Ordering::Acquire) => {
+                self.fenced
+            }
+            State::Value(_) | State::Deleted => self.unfenced,
+        };
+        // Up to 10% shorter, never longer: a bound stays a bound.
+        base.mul_f64(1.0 - rand::rng().random_range(0.0..0.1))
     }
 }
 
 impl Expiry<ProductId, Arc<Entry>> for Lifetimes {
-    fn expire_after_create(&self, _: &ProductId, _: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(self.now())
+    fn expire_after_create(
+        &self,
+        _: &ProductId,
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(self.for_entry(entry))
     }
 
     fn expire_after_update(
         &self,
         _: &ProductId,
-        _: &Arc<Entry>,
+        entry: &Arc<Entry>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.now())
+        Some(self.for_entry(entry))
     }
 }
 
@@ -290,21 +311,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn entries_written_without_a_subscription_live_the_short_ttl() {
+    async fn lifetimes_depend_on_the_entry_and_the_subscription() {
         let subscribed = Arc::new(AtomicBool::new(false));
         let l1 = L1::new(
             100,
             Lifetimes {
                 fenced: Duration::from_secs(60),
                 unfenced: Duration::from_millis(50),
+                negative: Duration::from_millis(50),
                 subscribed: Arc::clone(&subscribed),
             },
         );
+        let value = || Arc::new(Entry::value(Version(1), Bytes::new()));
         let unfenced = ProductId::new(1).unwrap();
         let fenced = ProductId::new(2).unwrap();
-        l1.fill(unfenced, Arc::new(Entry::absent()), 0).await;
+        let tombstone = ProductId::new(3).unwrap();
+        let absent = ProductId::new(4).unwrap();
+        l1.fill(unfenced, value(), 0).await;
         subscribed.store(true, Ordering::Release);
-        l1.fill(fenced, Arc::new(Entry::absent()), 0).await;
+        l1.fill(fenced, value(), 0).await;
+        l1.fence(tombstone, Version(1), FenceKind::Tombstone).await;
+        l1.fill(absent, Arc::new(Entry::absent()), 0).await;
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(
             l1.get(unfenced).await.is_none(),
@@ -313,6 +340,14 @@ mod tests {
         assert!(
             l1.get(fenced).await.is_some(),
             "fences reach it: it lives on"
+        );
+        assert!(
+            l1.get(tombstone).await.is_none(),
+            "tombstones only outlive reads in flight"
+        );
+        assert!(
+            l1.get(absent).await.is_none(),
+            "not-found markers live the negative TTL"
         );
     }
 

@@ -107,6 +107,7 @@ impl Application {
             Lifetimes {
                 fenced: Duration::from_secs(cache.ttl_secs),
                 unfenced: Duration::from_secs(cache.l1_ttl_secs.max(1)),
+                negative: Duration::from_secs(cache.negative_ttl_secs.max(1)),
                 subscribed: Arc::clone(&subscribed),
             },
         );
