@@ -51,6 +51,16 @@ impl Entry {
         }
     }
 
+    /// The cached form of a product: its JSON, exactly as every tier serves
+    /// it, in an allocation of exactly its size (serde_json grows its buffer
+    /// by doubling, and a cache holding 100k products would carry the slack
+    /// for their whole life).
+    pub fn product(product: &domain::Product) -> Result<Self, serde_json::Error> {
+        let mut json = serde_json::to_vec(product)?;
+        json.shrink_to_fit();
+        Ok(Self::value(product.version, Bytes::from(json)))
+    }
+
     pub fn tombstone(version: Version) -> Self {
         Self {
             version,

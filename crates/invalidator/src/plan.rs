@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use cache::{Entry, Family, FenceKind, ProductOp};
 use domain::{ChangeEvent, EventKind};
 use service::InvalidatorMode;
@@ -19,11 +18,8 @@ pub fn op_for(event: &ChangeEvent, mode: InvalidatorMode) -> ProductOp {
         },
         // Refresh: the snapshot goes in through the same CAS a reader's fill
         // uses, serialized exactly as a reader would serialize the row.
-        (_, Some(product), InvalidatorMode::Refresh) => match serde_json::to_vec(product) {
-            Ok(json) => ProductOp::Refresh {
-                id,
-                entry: Entry::value(event.version, Bytes::from(json)),
-            },
+        (_, Some(product), InvalidatorMode::Refresh) => match Entry::product(product) {
+            Ok(entry) => ProductOp::Refresh { id, entry },
             Err(_) => tombstone(event),
         },
         _ => tombstone(event),

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use cache::{Entry, FenceKind, L1, L2, State};
 use domain::{ProductId, Version};
 use store::{Db, StoreError};
@@ -280,11 +279,7 @@ impl ReadPath {
             row
         };
         let entry = Arc::new(match row {
-            Some(p) => {
-                let json =
-                    serde_json::to_vec(&p).map_err(|e| ReadError::Internal(e.to_string()))?;
-                Entry::value(p.version, Bytes::from(json))
-            }
+            Some(p) => Entry::product(&p).map_err(|e| ReadError::Internal(e.to_string()))?,
             None => Entry::absent(),
         });
         if self.cache_enabled {

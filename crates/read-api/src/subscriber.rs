@@ -14,7 +14,6 @@ use std::{
 };
 
 use bus::{Topology, lapin};
-use bytes::Bytes;
 use cache::{Entry, FenceKind, L1};
 use domain::{ChangeEvent, EventKind};
 use futures::StreamExt;
@@ -121,16 +120,10 @@ impl Subscriber {
                     (EventKind::Deleted, _, _) => {
                         self.l1.fence(id, event.version, FenceKind::Deleted).await;
                     }
-                    (_, Some(product), InvalidatorMode::Refresh) => {
-                        // The same bytes a read of the row would produce.
-                        match serde_json::to_vec(product) {
-                            Ok(json) => {
-                                let entry = Entry::value(event.version, Bytes::from(json));
-                                self.l1.refresh(id, Arc::new(entry)).await;
-                            }
-                            Err(_) => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
-                        }
-                    }
+                    (_, Some(product), InvalidatorMode::Refresh) => match Entry::product(product) {
+                        Ok(entry) => self.l1.refresh(id, Arc::new(entry)).await,
+                        Err(_) => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
+                    },
                     _ => self.l1.fence(id, event.version, FenceKind::Tombstone).await,
                 }
                 metrics::counter!("l1_fences_total").increment(1);
