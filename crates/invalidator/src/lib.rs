@@ -79,9 +79,7 @@ impl Application {
                 &settings.database.url,
                 &PoolSettings {
                     max_size: 2,
-                    statement_timeout: settings.statement_timeout(),
-                    application_name: "invalidator-auditor".into(),
-                    ..PoolSettings::default()
+                    ..settings.pool_settings("invalidator-auditor")
                 },
             )
             .context("creating the Postgres pool")?;
@@ -130,12 +128,9 @@ impl Application {
     /// Runs until the shutdown token is cancelled; the batch in flight is
     /// finished (or left unacked for redelivery) before it returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = http::serve_until(self.server, self.shutdown.clone()).await;
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        result.context("HTTP server")
+        http::serve_then_join(self.server, self.shutdown, self.tasks)
+            .await
+            .context("HTTP server")
     }
 }
 

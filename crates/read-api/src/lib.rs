@@ -26,7 +26,7 @@ use anyhow::Context;
 use bus::Topology;
 use cache::{L1, L2, L2Config, Lifetimes, ViewCounter};
 use service::{Settings, http};
-use store::{Db, PoolSettings};
+use store::Db;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -55,17 +55,8 @@ pub struct Application {
 }
 
 fn pool(url: &str, settings: &Settings, name: &str) -> anyhow::Result<Db> {
-    Db::connect(
-        url,
-        &PoolSettings {
-            max_size: settings.database.pool_size,
-            wait_timeout: settings.acquire_timeout(),
-            statement_timeout: settings.statement_timeout(),
-            application_name: name.to_owned(),
-            ..PoolSettings::default()
-        },
-    )
-    .with_context(|| format!("creating the {name} Postgres pool"))
+    Db::connect(url, &settings.pool_settings(name))
+        .with_context(|| format!("creating the {name} Postgres pool"))
 }
 
 impl Application {
@@ -223,12 +214,9 @@ impl Application {
 
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = http::serve_until(self.server, self.shutdown.clone()).await;
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        result.context("HTTP server")
+        http::serve_then_join(self.server, self.shutdown, self.tasks)
+            .await
+            .context("HTTP server")
     }
 }
 

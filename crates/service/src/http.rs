@@ -393,6 +393,22 @@ where
     }
 }
 
+/// Runs `server` until it stops or `shutdown` is cancelled, then cancels
+/// `shutdown` (for the background tasks) and waits for `tasks` to finish
+/// their drain: the shape of every service's `run_until_stopped`.
+pub async fn serve_then_join(
+    server: Server,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> std::io::Result<()> {
+    let result = serve_until(server, shutdown.clone()).await;
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    result
+}
+
 /// Runs `server` until it stops or `shutdown` is cancelled, then stops it
 /// gracefully: in-flight requests finish, new connections are refused.
 pub async fn serve_until(server: Server, shutdown: CancellationToken) -> std::io::Result<()> {

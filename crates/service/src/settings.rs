@@ -467,6 +467,18 @@ impl Settings {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.database.acquire_timeout_ms)
     }
+
+    /// A Postgres pool's settings from the `database` section: `pool_size`
+    /// connections, named `application_name` in `pg_stat_activity`.
+    pub fn pool_settings(&self, application_name: &str) -> store::PoolSettings {
+        store::PoolSettings {
+            max_size: self.database.pool_size,
+            wait_timeout: self.acquire_timeout(),
+            statement_timeout: self.statement_timeout(),
+            application_name: application_name.to_owned(),
+            ..store::PoolSettings::default()
+        }
+    }
 }
 
 fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {

@@ -60,17 +60,8 @@ impl Application {
                 .context("applying database migrations")?;
             tracing::info!(applied, "database migrations are up to date");
         }
-        let db = Db::connect(
-            &settings.database.url,
-            &PoolSettings {
-                max_size: settings.database.pool_size,
-                wait_timeout: settings.acquire_timeout(),
-                statement_timeout: settings.statement_timeout(),
-                application_name: "write-api".into(),
-                ..PoolSettings::default()
-            },
-        )
-        .context("creating the Postgres pool")?;
+        let db = Db::connect(&settings.database.url, &settings.pool_settings("write-api"))
+            .context("creating the Postgres pool")?;
         let topology = Topology::new(&settings.namespace);
         let publisher = Arc::new(Publisher::new(&settings.amqp.url, "write-api", topology));
         // The relay's own small pool: its connections are created on the
@@ -81,11 +72,8 @@ impl Application {
             &settings.database.url,
             &PoolSettings {
                 max_size: 2,
-                wait_timeout: settings.acquire_timeout(),
-                statement_timeout: settings.statement_timeout(),
-                application_name: "write-api-relay".into(),
                 durable_commits: false,
-                ..PoolSettings::default()
+                ..settings.pool_settings("write-api-relay")
             },
         )
         .context("creating the relay's Postgres pool")?;
@@ -174,10 +162,9 @@ impl Application {
     /// Serves until the shutdown token is cancelled; then finishes in-flight
     /// requests and lets the relay flush.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let result = http::serve_until(self.server, self.shutdown.clone()).await;
-        self.shutdown.cancel();
-        let _ = self.relay.await;
-        result.context("HTTP server")
+        http::serve_then_join(self.server, self.shutdown, vec![self.relay])
+            .await
+            .context("HTTP server")
     }
 }
 
