@@ -310,7 +310,7 @@ async fn a_hanging_redis_is_cut_off_by_the_timeout() {
     let proxy = test_support::Proxy::start("127.0.0.1:6379").await;
     let l2 = L2::new(&config(&proxy.url_for(&test_support::redis_url()))).unwrap();
     l2.ping().await.unwrap();
-    proxy.set(test_support::Mode::Hang);
+    proxy.set(test_support::Mode::Hang).await;
     let started = Instant::now();
     assert!(matches!(
         l2.get(id(1)).await,
@@ -321,7 +321,7 @@ async fn a_hanging_redis_is_cut_off_by_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    proxy.set(test_support::Mode::Up);
+    proxy.set(test_support::Mode::Up).await;
     test_support::eventually("redis to answer again", Duration::from_secs(10), || async {
         l2.ping().await.ok()
     })

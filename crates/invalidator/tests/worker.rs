@@ -330,7 +330,7 @@ async fn a_redis_outage_holds_events_and_loses_none() {
     let mut settings = env.settings.clone();
     settings.redis.url = proxy.url_for(&test_support::redis_url());
     let worker = start(settings).await;
-    proxy.set(Mode::Down);
+    proxy.set(Mode::Down).await;
     let events: Vec<ChangeEvent> = (1..=20).map(|id| update(id, 3)).collect();
     publish(&env, &events).await;
     // Held, not acked, not dead-lettered: the readiness probe says Redis is down.
@@ -340,7 +340,7 @@ async fn a_redis_outage_holds_events_and_loses_none() {
     })
     .await;
     assert!(entry(&cache, 1).await.is_none());
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     for id in 1..=20 {
         until_entry(&cache, id, Entry::tombstone(Version(3))).await;
     }

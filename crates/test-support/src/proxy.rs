@@ -5,7 +5,11 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use tokio::{
@@ -31,6 +35,8 @@ pub struct Proxy {
     task: tokio::task::JoinHandle<()>,
     /// Sockets held open in `Hang` mode.
     parked: Arc<Mutex<Vec<TcpStream>>>,
+    /// Connections currently forwarding bytes.
+    forwarding: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -40,8 +46,9 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let (mode, watcher) = watch::channel(Mode::Up);
         let parked = Arc::new(Mutex::new(Vec::new()));
+        let forwarding = Arc::new(AtomicUsize::new(0));
         let target = target.to_owned();
-        let park = Arc::clone(&parked);
+        let (park, active) = (Arc::clone(&parked), Arc::clone(&forwarding));
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let current = *watcher.borrow();
@@ -49,12 +56,17 @@ impl Proxy {
                     Mode::Down => drop(client),
                     Mode::Hang => park.lock().expect("park").push(client),
                     Mode::Up => {
-                        tokio::spawn(forward(
-                            client,
+                        active.fetch_add(1, Ordering::AcqRel);
+                        let (target, watcher, park, active) = (
                             target.clone(),
                             watcher.clone(),
                             Arc::clone(&park),
-                        ));
+                            Arc::clone(&active),
+                        );
+                        tokio::spawn(async move {
+                            forward(client, target, watcher, park).await;
+                            active.fetch_sub(1, Ordering::AcqRel);
+                        });
                     }
                 }
             }
@@ -64,6 +76,7 @@ impl Proxy {
             mode,
             task,
             parked,
+            forwarding,
         }
     }
 
@@ -79,10 +92,21 @@ impl Proxy {
         u.to_string()
     }
 
-    pub fn set(&self, mode: Mode) {
+    /// Switches the mode. When it returns, the switch has taken effect: no
+    /// connection forwards bytes any more unless the mode is `Up`.
+    pub async fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
         if mode != Mode::Hang {
             self.parked.lock().expect("park").clear();
+        }
+        if mode != Mode::Up {
+            for _ in 0..2000 {
+                if self.forwarding.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("proxy connections did not stop forwarding");
         }
     }
 }

@@ -37,7 +37,14 @@ async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
     for &id in &ids {
         sys.converge(id, 1).await;
     }
-    proxy.set(Mode::Down);
+    // A reader shows version 1 from Postgres whether or not the create's
+    // event has left the outbox yet: wait for that before the outage.
+    let db = sys.env.db();
+    test_support::eventually("the create events to be published", WAIT, || async {
+        (db.outbox_backlog().await.ok()?.0 == 0).then_some(())
+    })
+    .await;
+    proxy.set(Mode::Down).await;
     for n in 0..5 {
         for &id in &ids {
             // Writes succeed without the broker.
@@ -46,7 +53,7 @@ async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
     }
     let (backlog, _) = sys.env.db().outbox_backlog().await.unwrap();
     assert_eq!(backlog, 20, "the events wait in the outbox");
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     for &id in &ids {
         let lag = sys.converge(id, 6).await;
         println!("product {id} converged {lag:?} after the broker returned");

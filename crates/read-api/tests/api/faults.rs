@@ -25,7 +25,7 @@ async fn redis_down_serves_from_postgres_and_recovers() {
     assert_eq!(app.product(id).await.1, "HIT-L2");
 
     for mode in [Mode::Down, Mode::Hang] {
-        proxy.set(mode);
+        proxy.set(mode).await;
         for _ in 0..20 {
             let started = Instant::now();
             let (status, tier, body) = app.product(id).await;
@@ -47,7 +47,7 @@ async fn redis_down_serves_from_postgres_and_recovers() {
         let ready: Value = app.get("/readyz").await.json().await.unwrap();
         assert_eq!(ready["status"], "ready", "Redis is optional: {ready}");
         assert_eq!(ready["checks"]["redis"]["status"], "down");
-        proxy.set(Mode::Up);
+        proxy.set(Mode::Up).await;
         let (client, base) = (app.client.clone(), app.read.base.clone());
         test_support::eventually("Redis to serve again", WAIT, || {
             let (client, base) = (client.clone(), base.clone());
@@ -73,7 +73,7 @@ async fn postgres_down_serves_cached_products_and_misses_get_503() {
         StatusCode::OK
     );
 
-    proxy.set(Mode::Down);
+    proxy.set(Mode::Down).await;
     let (status, tier, body) = read_product(&app.client, &reader.base, cached).await;
     assert_eq!(
         (status, body["id"].as_i64()),
@@ -109,7 +109,7 @@ async fn postgres_down_serves_cached_products_and_misses_get_503() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     let client = app.client.clone();
     test_support::eventually("Postgres to answer again", WAIT, || {
         let (client, base) = (client.clone(), reader.base.clone());
@@ -140,7 +140,7 @@ async fn a_saturated_database_answers_overloaded_instead_of_queueing() {
     settings.database.statement_timeout_ms = 1000;
     let (reader, _) = crate::helpers::start_read(settings).await;
     // Postgres stops answering: the one slot is held by a stuck query.
-    proxy.set(Mode::Hang);
+    proxy.set(Mode::Hang).await;
     let requests = ids.iter().map(|id| {
         let (client, url) = (app.client.clone(), format!("{}/products/{id}", reader.base));
         async move { client.get(url).send().await.unwrap() }
@@ -200,14 +200,14 @@ async fn losing_the_event_subscription_clears_l1_and_it_comes_back() {
         "HIT-L1"
     );
 
-    proxy.set(Mode::Down);
+    proxy.set(Mode::Down).await;
     test_support::eventually("the subscription to drop", WAIT, subscribed(false)).await;
     assert_eq!(
         read_product(&app.client, &reader.base, id).await.1,
         "HIT-L2",
         "L1 was cleared"
     );
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     test_support::eventually("the subscription to return", WAIT, subscribed(true)).await;
     // Events flow again: an update fences L1 and the next read shows it.
     let v = app.patch(id, &json!({"name": "After"})).await["version"]

@@ -82,7 +82,7 @@ async fn without_redis_trending_degrades_to_featured() {
     p["featured"] = json!(true);
     let id = app.create(&p).await["id"].as_i64().unwrap();
     app.create(&product("DG-2")).await;
-    proxy.set(Mode::Down);
+    proxy.set(Mode::Down).await;
     let res = app.get("/products/trending").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["x-degraded"], "trending");

@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test]
 async fn writes_succeed_while_rabbitmq_is_down_and_events_follow_when_it_returns() {
     let proxy = Proxy::start("127.0.0.1:5672").await;
-    proxy.set(Mode::Down);
+    proxy.set(Mode::Down).await;
     let url = proxy.url_for(&test_support::amqp_url());
     let app = spawn_app_with(|s| s.amqp.url = url).await;
     let mut events = app.env.listen().await;
@@ -37,7 +37,7 @@ async fn writes_succeed_while_rabbitmq_is_down_and_events_follow_when_it_returns
     assert_eq!(backlog, 10, "every event waits in the outbox");
     events.assert_quiet(Duration::from_millis(200)).await;
 
-    proxy.set(Mode::Up);
+    proxy.set(Mode::Up).await;
     let got: BTreeSet<(i64, i64)> = events
         .take(10, WAIT)
         .await
