@@ -393,9 +393,9 @@ impl Settings {
         check_url(
             "redis.url",
             &self.redis.url,
-            &["redis", "rediss", "unix", "redis+unix"],
+            &["redis", "unix", "redis+unix"],
         )?;
-        check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        check_url("amqp.url", &self.amqp.url, &["amqp"])?;
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 64
             && self
@@ -484,6 +484,18 @@ impl Settings {
 fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let url =
         url::Url::parse(value).map_err(|e| ConfigError::new(key, format!("invalid URL: {e}")))?;
+    // This build carries no TLS stack: refuse a URL that asks for TLS here,
+    // at start-up, rather than at the first connection attempt.
+    if matches!(url.scheme(), "rediss" | "amqps")
+        || url
+            .query_pairs()
+            .any(|(k, v)| k == "sslmode" && matches!(&*v, "require" | "verify-ca" | "verify-full"))
+    {
+        return Err(ConfigError::new(
+            key,
+            "TLS is not supported by this build (use a plain URL, through a TLS-terminating proxy if needed)",
+        ));
+    }
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::new(
             key,
@@ -601,6 +613,38 @@ mod tests {
             load(Role::WriteApi, &[]).unwrap_err().key,
             "auth.admin_tokens"
         );
+    }
+
+    #[test]
+    fn tls_urls_are_refused_up_front() {
+        let cases = [
+            ("CATALOG__REDIS__URL", "rediss://cache:6380", "redis.url"),
+            ("CATALOG__AMQP__URL", "amqps://mq:5671/%2f", "amqp.url"),
+            (
+                "CATALOG__DATABASE__URL",
+                "postgres://db/catalog?sslmode=require",
+                "database.url",
+            ),
+            (
+                "CATALOG__DATABASE__REPLICA_URL",
+                "postgres://db/catalog?sslmode=verify-full",
+                "database.replica_url",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = load(Role::ReadApi, &[(var, value)]).unwrap_err();
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+            assert!(err.to_string().contains("TLS"), "{err}");
+        }
+        // sslmode=prefer (the libpq default) falls back to plain: accepted.
+        let s = load(
+            Role::ReadApi,
+            &[(
+                "CATALOG__DATABASE__URL",
+                "postgres://db/catalog?sslmode=prefer",
+            )],
+        );
+        assert!(s.is_ok());
     }
 
     #[test]
