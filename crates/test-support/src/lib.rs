@@ -12,8 +12,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod proxy;
 
+pub use admin::{Admin, product};
 pub use proxy::{Mode, Proxy};
 
 use std::time::Duration;

@@ -18,18 +18,14 @@ async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
     // would otherwise publish the new instance's outbox rows.
     let mut settings = sys.env.settings.clone();
     settings.amqp.url = via_proxy;
-    let old = std::mem::replace(
-        &mut sys.write,
-        crate::harness::write_api(settings.clone()).await,
-    );
-    old.stop().await;
+    sys.restart_write(settings.clone()).await;
     if let Some(old) = sys.invalidator.replace(invalidator(settings).await) {
         old.stop().await;
     }
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
-            sys.create(&product(&format!("OUT-{i}"))).await["id"]
+            sys.admin.create(&product(&format!("OUT-{i}"))).await["id"]
                 .as_i64()
                 .unwrap(),
         );
@@ -48,7 +44,7 @@ async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
     for n in 0..5 {
         for &id in &ids {
             // Writes succeed without the broker.
-            sys.patch(id, &json!({"price_cents": n})).await;
+            sys.admin.patch(id, &json!({"price_cents": n})).await;
         }
     }
     let (backlog, _) = sys.env.db().outbox_backlog().await.unwrap();
@@ -72,11 +68,13 @@ async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
 #[tokio::test]
 async fn updates_made_while_the_invalidator_is_stopped_are_applied_when_it_returns() {
     let mut sys = System::start(1).await;
-    let id = sys.create(&product("INV-1")).await["id"].as_i64().unwrap();
+    let id = sys.admin.create(&product("INV-1")).await["id"]
+        .as_i64()
+        .unwrap();
     sys.converge(id, 1).await;
     sys.invalidator.take().unwrap().stop().await;
     for n in 0..10 {
-        sys.patch(id, &json!({"price_cents": n})).await;
+        sys.admin.patch(id, &json!({"price_cents": n})).await;
     }
     // The reader's own L1 subscription still sees the events...
     sys.converge(id, 11).await;
@@ -102,10 +100,10 @@ async fn the_running_auditor_reports_a_planted_stale_entry() {
         s.invalidator.audit_sample_size = 20_000;
     })
     .await;
-    let id = sys.create(&product("AUDIT-1")).await["id"]
+    let id = sys.admin.create(&product("AUDIT-1")).await["id"]
         .as_i64()
         .unwrap();
-    sys.patch(id, &json!({"price_cents": 1})).await;
+    sys.admin.patch(id, &json!({"price_cents": 1})).await;
     sys.converge(id, 2).await;
     // Plant what a lost event would leave: version 1 over the fence.
     let l2 = sys.l2();

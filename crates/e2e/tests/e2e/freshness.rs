@@ -15,7 +15,9 @@ use crate::harness::{System, product};
 #[tokio::test]
 async fn an_update_is_visible_on_every_reader_shortly_after_commit() {
     let sys = System::start(2).await;
-    let id = sys.create(&product("FR-1")).await["id"].as_i64().unwrap();
+    let id = sys.admin.create(&product("FR-1")).await["id"]
+        .as_i64()
+        .unwrap();
     sys.converge(id, 1).await;
     for r in 0..2 {
         // Warm both tiers on both instances.
@@ -23,7 +25,7 @@ async fn an_update_is_visible_on_every_reader_shortly_after_commit() {
     }
     let mut lags = Vec::new();
     for n in 0..10 {
-        let v = sys.patch(id, &json!({"price_cents": n})).await["version"]
+        let v = sys.admin.patch(id, &json!({"price_cents": n})).await["version"]
             .as_i64()
             .unwrap();
         lags.push(sys.converge(id, v).await);
@@ -59,7 +61,7 @@ async fn readers_on_two_instances_never_regress_while_updates_stream_in() {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            sys.create(&product(&format!("RG-{i}"))).await["id"]
+            sys.admin.create(&product(&format!("RG-{i}"))).await["id"]
                 .as_i64()
                 .unwrap(),
         );
@@ -88,7 +90,7 @@ async fn readers_on_two_instances_never_regress_while_updates_stream_in() {
     let mut last = 1;
     for n in 0..20 {
         for &id in &ids {
-            last = sys.patch(id, &json!({"price_cents": n})).await["version"]
+            last = sys.admin.patch(id, &json!({"price_cents": n})).await["version"]
                 .as_i64()
                 .unwrap();
         }
@@ -106,9 +108,11 @@ async fn readers_on_two_instances_never_regress_while_updates_stream_in() {
 async fn redelivered_old_events_in_any_order_change_nothing() {
     let sys = System::start(2).await;
     let mut listener = sys.env.listen().await;
-    let id = sys.create(&product("DUP-1")).await["id"].as_i64().unwrap();
+    let id = sys.admin.create(&product("DUP-1")).await["id"]
+        .as_i64()
+        .unwrap();
     for n in 0..5 {
-        sys.patch(id, &json!({"price_cents": n})).await;
+        sys.admin.patch(id, &json!({"price_cents": n})).await;
     }
     sys.converge(id, 6).await;
     let mut old = listener.take(6, crate::harness::WAIT).await;
@@ -137,7 +141,7 @@ async fn redelivered_old_events_in_any_order_change_nothing() {
     assert!(publisher.publish(&out).await.unwrap().iter().all(|ok| *ok));
     // A fresh change to another product, published after them: once every
     // reader shows it, the redeliveries before it have been applied too.
-    let marker = sys.create(&product("DUP-MARK")).await["id"]
+    let marker = sys.admin.create(&product("DUP-MARK")).await["id"]
         .as_i64()
         .unwrap();
     sys.converge(marker, 1).await;

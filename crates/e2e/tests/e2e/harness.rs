@@ -3,10 +3,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 use service::Settings;
-use test_support::{ADMIN_TOKEN, TestEnv};
+use test_support::{Admin, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -100,6 +100,8 @@ pub struct System {
     pub invalidator: Option<Service>,
     pub readers: Vec<Service>,
     pub client: reqwest::Client,
+    /// Writes through `write`.
+    pub admin: Admin,
 }
 
 impl System {
@@ -118,41 +120,23 @@ impl System {
         for _ in 0..readers {
             instances.push(read_api(settings.clone()).await);
         }
+        let client = reqwest::Client::new();
         Self {
             env,
+            admin: Admin::new(client.clone(), &write.base),
             write,
             invalidator,
             readers: instances,
-            client: reqwest::Client::new(),
+            client,
         }
     }
 
-    fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.write.base))
-            .bearer_auth(ADMIN_TOKEN)
-    }
-
-    pub async fn create(&self, body: &Value) -> Value {
-        let res = self
-            .admin(Method::POST, "/products")
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED);
-        res.json().await.unwrap()
-    }
-
-    pub async fn patch(&self, id: i64, body: &Value) -> Value {
-        let res = self
-            .admin(Method::PATCH, &format!("/products/{id}"))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.unwrap()
+    /// Replaces write-api with one on `settings`, waiting for the old one
+    /// to stop (its relay flushed) before the next write.
+    pub async fn restart_write(&mut self, settings: Settings) {
+        let old = std::mem::replace(&mut self.write, write_api(settings).await);
+        old.stop().await;
+        self.admin = Admin::new(self.client.clone(), &self.write.base);
     }
 
     /// GET on one read-api instance: (status, X-Cache, body).
@@ -207,10 +191,4 @@ impl System {
     }
 }
 
-pub fn product(sku: &str) -> Value {
-    json!({
-        "sku": sku, "name": format!("Ultrabook {sku}"), "description": "Thin and light",
-        "category": "laptops", "price_cents": 99900, "currency": "USD",
-        "featured": false, "attributes": {}, "stock": 1
-    })
-}
+pub use test_support::product;

@@ -19,8 +19,10 @@ async fn pages_follow_a_category_move_a_featured_change_and_a_rename() {
     let sys = System::start(1).await;
     let mut p = product("MOVE-1");
     p["featured"] = json!(true);
-    let id = sys.create(&p).await["id"].as_i64().unwrap();
-    let other = sys.create(&product("STAY-1")).await["id"].as_i64().unwrap();
+    let id = sys.admin.create(&p).await["id"].as_i64().unwrap();
+    let other = sys.admin.create(&product("STAY-1")).await["id"]
+        .as_i64()
+        .unwrap();
     sys.converge(id, 1).await;
     let pages = [
         "/products?category=laptops",
@@ -38,11 +40,12 @@ async fn pages_follow_a_category_move_a_featured_change_and_a_rename() {
     assert_eq!(ids(&sys.read(0, pages[0]).await.2), [id, other]);
     assert_eq!(ids(&sys.read(0, pages[3]).await.2), [id]);
 
-    sys.patch(
-        id,
-        &json!({"category": "tablets", "featured": false, "name": "Gaming tower"}),
-    )
-    .await;
+    sys.admin
+        .patch(
+            id,
+            &json!({"category": "tablets", "featured": false, "name": "Gaming tower"}),
+        )
+        .await;
     // Wait for the invalidator to apply the event (the product key and the
     // generations move in one pipeline)...
     let l2 = sys.l2();

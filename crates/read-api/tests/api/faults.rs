@@ -20,7 +20,9 @@ async fn redis_down_serves_from_postgres_and_recovers() {
         s.cache.l1_capacity = 0;
     })
     .await;
-    let id = app.create(&product("RD-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("RD-1")).await["id"]
+        .as_i64()
+        .unwrap();
     app.product(id).await;
     assert_eq!(app.product(id).await.1, "HIT-L2");
 
@@ -42,7 +44,7 @@ async fn redis_down_serves_from_postgres_and_recovers() {
             );
         }
         // Writes keep flowing and reads see them (straight from Postgres).
-        let patched = app.patch(id, &json!({"price_cents": 7})).await;
+        let patched = app.admin.patch(id, &json!({"price_cents": 7})).await;
         assert_eq!(app.product(id).await.2["version"], patched["version"]);
         let ready: Value = app.get("/readyz").await.json().await.unwrap();
         assert_eq!(ready["status"], "ready", "Redis is optional: {ready}");
@@ -66,8 +68,12 @@ async fn postgres_down_serves_cached_products_and_misses_get_503() {
     settings.database.url = db_url;
     settings.database.acquire_timeout_ms = 300;
     let (reader, _) = crate::helpers::start_read(settings).await;
-    let cached = app.create(&product("PD-1")).await["id"].as_i64().unwrap();
-    let uncached = app.create(&product("PD-2")).await["id"].as_i64().unwrap();
+    let cached = app.admin.create(&product("PD-1")).await["id"]
+        .as_i64()
+        .unwrap();
+    let uncached = app.admin.create(&product("PD-2")).await["id"]
+        .as_i64()
+        .unwrap();
     assert_eq!(
         read_product(&app.client, &reader.base, cached).await.0,
         StatusCode::OK
@@ -126,7 +132,7 @@ async fn a_saturated_database_answers_overloaded_instead_of_queueing() {
         let mut ids = Vec::new();
         for i in 0..6 {
             ids.push(
-                app.create(&product(&format!("OV-{i}"))).await["id"]
+                app.admin.create(&product(&format!("OV-{i}"))).await["id"]
                     .as_i64()
                     .unwrap(),
             );
@@ -193,7 +199,9 @@ async fn losing_the_event_subscription_clears_l1_and_it_comes_back() {
         }
     };
     test_support::eventually("subscribed", WAIT, subscribed(true)).await;
-    let id = app.create(&product("SUB-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("SUB-1")).await["id"]
+        .as_i64()
+        .unwrap();
     read_product(&app.client, &reader.base, id).await;
     assert_eq!(
         read_product(&app.client, &reader.base, id).await.1,
@@ -210,7 +218,7 @@ async fn losing_the_event_subscription_clears_l1_and_it_comes_back() {
     proxy.set(Mode::Up).await;
     test_support::eventually("the subscription to return", WAIT, subscribed(true)).await;
     // Events flow again: an update fences L1 and the next read shows it.
-    let v = app.patch(id, &json!({"name": "After"})).await["version"]
+    let v = app.admin.patch(id, &json!({"name": "After"})).await["version"]
         .as_i64()
         .unwrap();
     let client = app.client.clone();

@@ -2,10 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use reqwest::{Method, Response, StatusCode};
-use serde_json::{Value, json};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
 use service::Settings;
-use test_support::{ADMIN_TOKEN, TestEnv};
+use test_support::{Admin, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -25,9 +25,12 @@ impl Drop for Running {
 pub struct TestApp {
     pub env: Arc<TestEnv>,
     pub read: Running,
-    pub write: Running,
+    /// Kept for its lifetime: write-api stops when the app is dropped.
+    _write: Running,
     pub state: actix_web::web::Data<read_api::AppState>,
     pub client: reqwest::Client,
+    /// Writes through the app's write-api.
+    pub admin: Admin,
 }
 
 pub async fn start_read(settings: Settings) -> (Running, actix_web::web::Data<read_api::AppState>) {
@@ -64,12 +67,14 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         && settings.cache.l1_capacity > 0
         && settings.amqp.url == env.settings.amqp.url;
     let (read, state) = start_read(settings).await;
+    let client = reqwest::Client::new();
     let app = TestApp {
         env,
+        admin: Admin::new(client.clone(), &write.base),
         read,
-        write,
+        _write: write,
         state,
-        client: reqwest::Client::new(),
+        client,
     };
     if subscribes {
         app.wait_subscribed().await;
@@ -81,13 +86,7 @@ pub async fn spawn() -> TestApp {
     spawn_with(|_| {}).await
 }
 
-pub fn product(sku: &str) -> Value {
-    json!({
-        "sku": sku, "name": format!("Ultrabook {sku}"), "description": "Thin and light laptop",
-        "category": "laptops", "price_cents": 99900, "currency": "USD",
-        "featured": false, "attributes": {"ram_gb": 16}, "stock": 3
-    })
-}
+pub use test_support::product;
 
 impl TestApp {
     pub async fn wait_subscribed(&self) {
@@ -118,59 +117,6 @@ impl TestApp {
             .send()
             .await
             .unwrap()
-    }
-
-    fn admin(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, format!("{}{path}", self.write.base))
-            .bearer_auth(ADMIN_TOKEN)
-    }
-
-    /// Creates a product through write-api and returns it.
-    pub async fn create(&self, body: &Value) -> Value {
-        let res = self
-            .admin(Method::POST, "/products")
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            res.status(),
-            StatusCode::CREATED,
-            "{}",
-            res.text().await.unwrap()
-        );
-        res.json().await.unwrap()
-    }
-
-    pub async fn patch(&self, id: i64, body: &Value) -> Value {
-        let res = self
-            .admin(Method::PATCH, &format!("/products/{id}"))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        res.json().await.unwrap()
-    }
-
-    pub async fn delete(&self, id: i64) {
-        let res = self
-            .admin(Method::DELETE, &format!("/products/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    }
-
-    pub async fn put_stock(&self, id: i64, stock: i64) {
-        let res = self
-            .admin(Method::PUT, &format!("/products/{id}/stock"))
-            .json(&json!({ "stock": stock }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
     }
 
     /// GETs a product, returning (status, X-Cache, body).

@@ -20,13 +20,13 @@ async fn keyset_pages_by_category() {
     let mut laptops = Vec::new();
     for i in 0..5 {
         laptops.push(
-            app.create(&product(&format!("L-{i}"))).await["id"]
+            app.admin.create(&product(&format!("L-{i}"))).await["id"]
                 .as_i64()
                 .unwrap(),
         );
         let mut phone = product(&format!("P-{i}"));
         phone["category"] = json!("phones");
-        app.create(&phone).await;
+        app.admin.create(&phone).await;
     }
     let first: Value = app
         .get("/products?category=laptops&limit=2")
@@ -73,7 +73,9 @@ async fn keyset_pages_by_category() {
 #[tokio::test]
 async fn pages_are_served_from_redis_until_their_generation_moves() {
     let app = spawn().await;
-    let id = app.create(&product("G-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("G-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let res = app.get("/products?category=laptops").await;
     assert_eq!(res.headers()["x-cache"], "MISS");
     let res = app.get("/products?category=laptops").await;
@@ -81,7 +83,7 @@ async fn pages_are_served_from_redis_until_their_generation_moves() {
     let cached: Value = res.json().await.unwrap();
     assert_eq!(cached["items"][0]["version"], 1);
     // A change plus the generation bump the invalidator would make.
-    app.patch(id, &json!({"name": "Renamed"})).await;
+    app.admin.patch(id, &json!({"name": "Renamed"})).await;
     app.l2()
         .bump(&[cache::Family::Category("laptops".into())])
         .await
@@ -100,7 +102,7 @@ async fn featured_lists_only_featured_products() {
     for i in 0..4 {
         let mut p = product(&format!("F-{i}"));
         p["featured"] = json!(i % 2 == 0);
-        let id = app.create(&p).await["id"].as_i64().unwrap();
+        let id = app.admin.create(&p).await["id"].as_i64().unwrap();
         if i % 2 == 0 {
             featured.push(id);
         }
@@ -124,12 +126,12 @@ async fn search_ranks_full_text_matches() {
     a["name"] = json!("Noise cancelling headphones");
     a["category"] = json!("headphones");
     a["description"] = json!("Over-ear, wireless, 30 hours of battery");
-    let a = app.create(&a).await["id"].as_i64().unwrap();
+    let a = app.admin.create(&a).await["id"].as_i64().unwrap();
     let mut b = product("S-2");
     b["name"] = json!("Travel adapter");
     b["description"] = json!("Works with headphones and phones");
-    let b = app.create(&b).await["id"].as_i64().unwrap();
-    app.create(&product("S-3")).await;
+    let b = app.admin.create(&b).await["id"].as_i64().unwrap();
+    app.admin.create(&product("S-3")).await;
     let res = app.get("/products/search?q=headphones").await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();

@@ -84,7 +84,7 @@ async fn operational_routes() {
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p}");
     }
-    let id = app.create(&crate::helpers::product("M-1")).await["id"]
+    let id = app.admin.create(&crate::helpers::product("M-1")).await["id"]
         .as_i64()
         .unwrap();
     app.product(id).await;

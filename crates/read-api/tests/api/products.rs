@@ -10,7 +10,9 @@ use crate::helpers::{WAIT, assert_error, product, read_product, spawn, spawn_wit
 #[tokio::test]
 async fn x_cache_goes_miss_then_l1_and_a_second_instance_hits_l2() {
     let app = spawn().await;
-    let id = app.create(&product("XC-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("XC-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let (status, tier, body) = app.product(id).await;
     assert_eq!((status, tier.as_str()), (StatusCode::OK, "MISS"));
     assert_eq!(body["sku"], "XC-1");
@@ -29,7 +31,9 @@ async fn x_cache_goes_miss_then_l1_and_a_second_instance_hits_l2() {
 #[tokio::test]
 async fn etag_and_if_none_match() {
     let app = spawn().await;
-    let id = app.create(&product("ET-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("ET-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let path = format!("/products/{id}");
     let res = app.get(&path).await;
     assert_eq!(res.headers()["etag"], "\"1\"");
@@ -43,7 +47,7 @@ async fn etag_and_if_none_match() {
     let res = app.get_with(&path, ("If-None-Match", "\"7\"")).await;
     assert_eq!(res.status(), StatusCode::OK);
     // After an update the old ETag no longer matches.
-    app.patch(id, &json!({"name": "Renamed"})).await;
+    app.admin.patch(id, &json!({"name": "Renamed"})).await;
     app.until_version(id, 2).await;
     let res = app.get_with(&path, ("If-None-Match", "\"1\"")).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -55,13 +59,15 @@ async fn an_event_fences_l1_and_the_floor_skips_the_stale_redis_copy() {
     // No invalidator runs here: Redis keeps version 1 after the update, so
     // only the L1 fence's floor keeps the stale copy from being served.
     let app = spawn().await;
-    let id = app.create(&product("FL-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("FL-1")).await["id"]
+        .as_i64()
+        .unwrap();
     app.product(id).await; // MISS: fills L2 and L1 at version 1
     let l2 = app.l2();
     let pid = domain::ProductId::new(id).unwrap();
     assert_eq!(l2.get(pid).await.unwrap().unwrap().version.get(), 1);
 
-    app.patch(id, &json!({"price_cents": 1})).await;
+    app.admin.patch(id, &json!({"price_cents": 1})).await;
     // The event reaches this instance and fences L1 at version 2; the next
     // read finds Redis at 1 < 2 and goes to Postgres.
     test_support::eventually("the L1 fence", WAIT, || {
@@ -92,9 +98,11 @@ async fn min_version_reads_your_writes_past_a_stale_cache() {
         test_support::closed_port()
     );
     let app = spawn_with(|s| s.amqp.url = dead).await;
-    let id = app.create(&product("MV-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("MV-1")).await["id"]
+        .as_i64()
+        .unwrap();
     app.product(id).await;
-    let v2 = app.patch(id, &json!({"price_cents": 5})).await;
+    let v2 = app.admin.patch(id, &json!({"price_cents": 5})).await;
     assert_eq!(v2["version"], 2);
     let (_, tier, body) = app.product(id).await;
     assert_eq!(
@@ -122,7 +130,7 @@ async fn unknown_ids_are_cached_briefly_and_a_create_overrides_them() {
     assert_eq!((status, tier.as_str()), (StatusCode::NOT_FOUND, "MISS"));
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(app.product(1).await.1, "HIT-L1", "the 404 is cached");
-    let created = app.create(&product("NEG-1")).await;
+    let created = app.admin.create(&product("NEG-1")).await;
     assert_eq!(created["id"], 1);
     // The create's event fences the "not found" marker at version 1.
     app.until_version(1, 1).await;
@@ -132,9 +140,11 @@ async fn unknown_ids_are_cached_briefly_and_a_create_overrides_them() {
 #[tokio::test]
 async fn a_delete_answers_404_from_the_cache() {
     let app = spawn().await;
-    let id = app.create(&product("DEL-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("DEL-1")).await["id"]
+        .as_i64()
+        .unwrap();
     app.product(id).await;
-    app.delete(id).await;
+    app.admin.delete(id).await;
     let (client, base) = (app.client.clone(), app.read.base.clone());
     test_support::eventually("the delete to reach L1", WAIT, || {
         let (client, base) = (client.clone(), base.clone());
@@ -149,7 +159,9 @@ async fn a_delete_answers_404_from_the_cache() {
 #[tokio::test]
 async fn readers_never_see_a_version_go_backwards_and_converge() {
     let app = Arc::new(spawn().await);
-    let id = app.create(&product("CONC-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("CONC-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut readers = Vec::new();
     for _ in 0..8 {
@@ -170,7 +182,7 @@ async fn readers_never_see_a_version_go_backwards_and_converge() {
     }
     let updates = 40;
     for n in 0..updates {
-        app.patch(id, &json!({"price_cents": n})).await;
+        app.admin.patch(id, &json!({"price_cents": n})).await;
     }
     let last = updates + 1;
     app.until_version(id, last).await;
@@ -189,7 +201,9 @@ async fn readers_never_see_a_version_go_backwards_and_converge() {
 #[tokio::test]
 async fn availability_is_live_and_never_cached() {
     let app = spawn().await;
-    let id = app.create(&product("AV-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("AV-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let res = app.get(&format!("/products/{id}/availability")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["cache-control"], "no-store");
@@ -198,7 +212,7 @@ async fn availability_is_live_and_never_cached() {
         (body["product_id"].as_i64(), body["stock"].as_i64()),
         (Some(id), Some(3))
     );
-    app.put_stock(id, 11).await;
+    app.admin.put_stock(id, 11).await;
     // Immediately, without waiting for any event: stock is read live.
     let body: serde_json::Value = app
         .get(&format!("/products/{id}/availability"))
@@ -218,12 +232,14 @@ async fn availability_is_live_and_never_cached() {
 #[tokio::test]
 async fn caching_off_and_l1_off() {
     let off = spawn_with(|s| s.cache.enabled = false).await;
-    let id = off.create(&product("OFF-1")).await["id"].as_i64().unwrap();
+    let id = off.admin.create(&product("OFF-1")).await["id"]
+        .as_i64()
+        .unwrap();
     for _ in 0..3 {
         assert_eq!(off.product(id).await.1, "MISS");
     }
     let no_l1 = spawn_with(|s| s.cache.l1_capacity = 0).await;
-    let id = no_l1.create(&product("NOL1-1")).await["id"]
+    let id = no_l1.admin.create(&product("NOL1-1")).await["id"]
         .as_i64()
         .unwrap();
     assert_eq!(no_l1.product(id).await.1, "MISS");
@@ -246,7 +262,9 @@ async fn a_lagging_replica_never_poisons_the_cache() {
         .await
         .unwrap();
     assert_eq!(old.status(), StatusCode::CREATED);
-    let id = app.create(&product("REP-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("REP-1")).await["id"]
+        .as_i64()
+        .unwrap();
     assert_eq!(id, 1);
     let mut settings = app.env.settings.clone();
     settings.database.replica_url = Some(replica_env.settings.database.url.clone());
@@ -266,7 +284,9 @@ async fn a_lagging_replica_never_poisons_the_cache() {
     assert_eq!((tier.as_str(), body["version"].as_i64()), ("MISS", Some(1)));
     // The primary moves to 2; the event fences this instance at 2; the
     // replica still says 1, so the read goes to the primary.
-    app.patch(id, &json!({"name": "On the primary"})).await;
+    app.admin
+        .patch(id, &json!({"name": "On the primary"}))
+        .await;
     let client = app.client.clone();
     test_support::eventually("version 2 despite the replica", WAIT, || {
         let (client, base) = (client.clone(), reader.base.clone());
@@ -300,10 +320,12 @@ async fn a_lagging_replica_never_poisons_the_cache() {
 #[tokio::test]
 async fn in_refresh_mode_an_update_keeps_the_product_hot_in_l1() {
     let app = spawn_with(|s| s.invalidator.set_mode(service::InvalidatorMode::Refresh)).await;
-    let id = app.create(&product("HOT-1")).await["id"].as_i64().unwrap();
+    let id = app.admin.create(&product("HOT-1")).await["id"]
+        .as_i64()
+        .unwrap();
     app.product(id).await;
     assert_eq!(app.product(id).await.1, "HIT-L1");
-    let updated = app.patch(id, &json!({"name": "Hotter"})).await;
+    let updated = app.admin.patch(id, &json!({"name": "Hotter"})).await;
     // The event's snapshot replaces the L1 entry: no miss, the new bytes.
     let (client, base) = (app.client.clone(), app.read.base.clone());
     let body = test_support::eventually("the snapshot in L1", WAIT, || {
@@ -316,7 +338,9 @@ async fn in_refresh_mode_an_update_keeps_the_product_hot_in_l1() {
     .await;
     assert_eq!(body, updated, "byte-for-byte what write-api committed");
     // A product this instance never read gets only a tombstone.
-    let other = app.create(&product("COLD-1")).await["id"].as_i64().unwrap();
+    let other = app.admin.create(&product("COLD-1")).await["id"]
+        .as_i64()
+        .unwrap();
     let pid = domain::ProductId::new(other).unwrap();
     test_support::eventually("the tombstone", WAIT, || {
         let l1 = app.state.read.l1.clone();

@@ -12,7 +12,7 @@ async fn most_viewed_products_rank_first() {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            app.create(&product(&format!("T-{i}"))).await["id"]
+            app.admin.create(&product(&format!("T-{i}"))).await["id"]
                 .as_i64()
                 .unwrap(),
         );
@@ -54,7 +54,7 @@ async fn most_viewed_products_rank_first() {
         .unwrap();
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
     // A deleted product drops out of the list.
-    app.delete(ids[1]).await;
+    app.admin.delete(ids[1]).await;
     let client = app.client.clone();
     test_support::eventually("the deleted product to drop out", WAIT, || {
         let (client, base) = (client.clone(), base.clone());
@@ -80,8 +80,8 @@ async fn without_redis_trending_degrades_to_featured() {
     let app = spawn_with(|s| s.redis.url = url).await;
     let mut p = product("DG-1");
     p["featured"] = json!(true);
-    let id = app.create(&p).await["id"].as_i64().unwrap();
-    app.create(&product("DG-2")).await;
+    let id = app.admin.create(&p).await["id"].as_i64().unwrap();
+    app.admin.create(&product("DG-2")).await;
     proxy.set(Mode::Down).await;
     let res = app.get("/products/trending").await;
     assert_eq!(res.status(), StatusCode::OK);
