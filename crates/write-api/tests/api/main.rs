@@ -5,6 +5,7 @@
 
 mod auth;
 mod events;
+mod faults;
 mod helpers;
 mod outbox;
 mod routes;
