@@ -47,9 +47,15 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Extracts the token from `Authorization: Bearer <token>`.
+/// Extracts the token from `Authorization: Bearer <token>`. Two
+/// `Authorization` headers are refused: which one a proxy or a server reads
+/// is not agreed on, so neither is trusted.
 fn bearer(req: &ServiceRequest) -> Option<&[u8]> {
-    let value = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.split_at_checked(7)?;
     (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
 }

@@ -37,6 +37,21 @@ async fn protected_routes_need_a_valid_token() {
             assert_error(res, StatusCode::UNAUTHORIZED, "unauthorized", None).await;
         }
     }
+    // A valid token beside a wrong one, in either order, is refused.
+    let valid = format!("Bearer {}", test_support::ADMIN_TOKEN);
+    for pair in [
+        [valid.as_str(), "Bearer wrong"],
+        ["Bearer wrong", valid.as_str()],
+    ] {
+        let res = app
+            .anonymous(Method::DELETE, &format!("/products/{id}"))
+            .header("Authorization", pair[0])
+            .header("Authorization", pair[1])
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, StatusCode::UNAUTHORIZED, "unauthorized", None).await;
+    }
     // Nothing changed: the product is still version 1 and AUTH-2 does not exist.
     let p: serde_json::Value = app.get(id).await.json().await.unwrap();
     assert_eq!(p["version"], 1);
