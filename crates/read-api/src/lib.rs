@@ -162,22 +162,22 @@ impl Application {
                         .service(
                             web::resource("")
                                 .route(web::get().to(routes::list))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("GET")),
                         )
                         .service(
                             web::resource("/search")
                                 .route(web::get().to(routes::search))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("GET")),
                         )
                         .service(
                             web::resource("/featured")
                                 .route(web::get().to(routes::featured))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("GET")),
                         )
                         .service(
                             web::resource("/trending")
                                 .route(web::get().to(routes::trending))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("GET")),
                         )
                         // `/{id}` and `/{id}/availability`, without a regex.
                         .default_service(web::to(routes::by_id)),

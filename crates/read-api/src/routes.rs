@@ -141,7 +141,7 @@ pub async fn by_id(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
     };
     req.extensions_mut().insert(http::RouteLabel(route));
     if req.method() != Method::GET {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed("GET"));
     }
     match tail {
         None => product(state, req.clone(), raw_id).await,

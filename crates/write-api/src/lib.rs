@@ -113,24 +113,24 @@ impl Application {
                         .service(
                             web::resource("")
                                 .route(web::post().to(routes::create))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("POST")),
                         )
                         .service(
                             web::resource("/bulk")
                                 .route(web::post().to(routes::create_bulk))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("POST")),
                         )
                         .service(
                             web::resource("/{id}")
                                 .route(web::get().to(routes::get))
                                 .route(web::patch().to(routes::patch))
                                 .route(web::delete().to(routes::delete))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("GET, PATCH, DELETE")),
                         )
                         .service(
                             web::resource("/{id}/stock")
                                 .route(web::put().to(routes::put_stock))
-                                .default_service(web::to(http::method_not_allowed)),
+                                .default_service(http::method_not_allowed("PUT")),
                         ),
                 )
                 .default_service(web::to(http::not_found))

@@ -44,13 +44,21 @@ async fn bad_parameters_are_400_json() {
         "not_found",
     )
     .await;
-    let res = app
-        .client
-        .post(format!("{}/products/1", app.read.base))
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    for path in [
+        "/products/1",
+        "/products/1/availability",
+        "/products",
+        "/products/search",
+    ] {
+        let res = app
+            .client
+            .post(format!("{}{path}", app.read.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], "GET", "{path}");
+        assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    }
     // Boundaries that are valid.
     for path in [
         "/products?limit=1",

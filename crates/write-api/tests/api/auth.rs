@@ -96,17 +96,25 @@ async fn operational_routes_are_open() {
     }
     let res = app.anonymous(Method::GET, "/nowhere").send().await.unwrap();
     assert_error(res, StatusCode::NOT_FOUND, "not_found", None).await;
-    let res = app
-        .request(Method::PUT, "/products")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_error(
-        res,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        None,
-    )
-    .await;
+    for (path, allowed) in [
+        ("/products", "POST"),
+        ("/products/bulk", "POST"),
+        ("/products/1", "GET, PATCH, DELETE"),
+        ("/products/1/stock", "PUT"),
+    ] {
+        let res = app
+            .request(Method::OPTIONS, path)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], allowed, "{path}");
+        assert_error(
+            res,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            None,
+        )
+        .await;
+    }
 }
