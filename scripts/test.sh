@@ -14,7 +14,8 @@ Usage: scripts/test.sh [TEST RUNNER ARGS...]
 
 Makes Postgres, Redis and RabbitMQ available (scripts/services.sh), removes the
 leftovers of earlier test runs (databases catalog_test_*, RabbitMQ queues and
-exchanges test_*, Redis keys test_*), then runs
+exchanges test_*, Redis keys test_*, Redis Cluster test nodes over an hour
+old), then runs
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
   cargo nextest run --workspace --no-fail-fast ARGS   (cargo test ... without nextest)
@@ -23,6 +24,8 @@ ARGS go to the test runner, e.g.  scripts/test.sh -E 'test(fence)'
 The servers are those of CATALOG__DATABASE__URL, CATALOG__REDIS__URL and
 CATALOG__AMQP__URL; the tests get them as CATALOG_TEST_DATABASE_URL (the
 `postgres` database of that server), CATALOG_TEST_REDIS_URL, CATALOG_TEST_AMQP_URL.
+The Redis Cluster tests start three redis-server nodes of their own, or use
+the cluster whose seed URLs CATALOG_TEST_REDIS_CLUSTER_URL lists.
 EOF
 }
 
@@ -149,6 +152,20 @@ cleanup_redis() {
   log "Redis: deleted $count leftover test key(s)"
 }
 
+# Redis Cluster nodes a killed test run left running (the cluster tests start
+# redis-server with a config file under a catalog-cluster-* directory). Only
+# nodes older than an hour: a test run going on at the same time keeps its own.
+cleanup_redis_clusters() {
+  local pids=() pid age
+  while read -r pid age; do
+    ((age > 3600)) && pids+=("$pid")
+  done < <(pgrep -f 'redis-server.*catalog-cluster-' | xargs -r ps -o pid=,etimes= -p)
+  if ((${#pids[@]} > 0)); then
+    kill "${pids[@]}" 2>/dev/null || true
+  fi
+  log "Redis Cluster: stopped ${#pids[@]} leftover test node(s)"
+}
+
 # ----------------------------------------------------------------- main ----
 
 main() {
@@ -177,6 +194,7 @@ main() {
   cleanup_postgres
   cleanup_rabbitmq
   cleanup_redis
+  cleanup_redis_clusters
 
   step "cargo fmt --all -- --check"
   cargo fmt --all -- --check

@@ -7,13 +7,11 @@ use std::{future::Future, sync::Arc, time::Duration};
 use bytes::Bytes;
 use domain::{ProductId, Version};
 use rand::Rng;
-use redis::{
-    AsyncCommands, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Value};
 
 use crate::{
     Breaker, CacheError, Entry, Family, Keys,
+    conn::Conn,
     entry::State,
     scripts::{FENCE, FENCE_SCRIPT, FILL, FILL_SCRIPT, LIST_FILL_SCRIPT},
 };
@@ -21,7 +19,10 @@ use crate::{
 /// How to reach Redis and how long entries live.
 #[derive(Debug, Clone)]
 pub struct L2Config {
+    /// One URL; with `cluster`, a comma-separated list of seed nodes.
     pub url: String,
+    /// Redis Cluster: commands are routed by slot.
+    pub cluster: bool,
     pub namespace: String,
     /// Lifetime of values and tombstones (jittered upwards by up to 10%).
     pub ttl: Duration,
@@ -70,7 +71,7 @@ pub struct L2 {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     ttl: Duration,
     negative_ttl: Duration,
@@ -94,15 +95,7 @@ impl L2 {
     /// Prepares a client; the connection opens lazily, so this succeeds
     /// while Redis is down.
     pub fn new(config: &L2Config) -> Result<Self, CacheError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        let conn = Conn::open(&config.url, config.cluster, config.timeout)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 conn,
@@ -125,7 +118,7 @@ impl L2 {
         self.inner.breaker.as_ref()
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 
@@ -400,18 +393,30 @@ impl L2 {
     ) -> Result<(u64, Vec<(ProductId, Entry)>), CacheError> {
         let pattern = self.keys().product_pattern();
         let mut conn = self.conn();
-        let (next, keys): (u64, Vec<String>) = self
-            .call("scan", async move {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let (next, keys): (u64, Vec<String>) = match conn.cluster() {
+            Some(cluster) => {
+                let cluster = cluster.clone();
+                self.call("scan", cluster_scan_step(cluster, cursor, count))
+                    .await?
+            }
+            None => {
+                self.call("scan", async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(count)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?
+            }
+        };
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| self.keys().product_id(k).is_some())
+            .collect();
         if keys.is_empty() {
             return Ok((next, Vec::new()));
         }
@@ -459,6 +464,46 @@ impl L2 {
         self.call(op, async move { pipe.query_async(&mut conn).await })
             .await
     }
+}
+
+/// Hash slots in a Redis Cluster.
+const CLUSTER_SLOTS: u16 = 16384;
+/// Slots one cluster scan step visits.
+const SLOTS_PER_STEP: u16 = 128;
+
+/// One step of a walk over a cluster's keys: SCAN would visit one node only,
+/// so the cursor is a hash slot instead, and each slot's keys are asked of
+/// the primary that owns it (`CLUSTER GETKEYSINSLOT`), up to `count` each.
+/// Returns the next slot, 0 when the walk wrapped.
+async fn cluster_scan_step(
+    conn: redis::cluster_async::ClusterConnection,
+    cursor: u64,
+    count: usize,
+) -> redis::RedisResult<(u64, Vec<String>)> {
+    use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+    let start = u16::try_from(cursor).unwrap_or(0) % CLUSTER_SLOTS;
+    let end = start.saturating_add(SLOTS_PER_STEP).min(CLUSTER_SLOTS);
+    let replies = futures::future::try_join_all((start..end).map(|slot| {
+        let mut conn = conn.clone();
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("GETKEYSINSLOT").arg(slot).arg(count);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        async move { conn.route_command(cmd, route).await }
+    }))
+    .await?;
+    let mut keys = Vec::new();
+    for reply in replies {
+        keys.extend(redis::from_redis_value::<Vec<String>>(reply)?);
+    }
+    let next = if end == CLUSTER_SLOTS {
+        0
+    } else {
+        u64::from(end)
+    };
+    Ok((next, keys))
 }
 
 /// A fresh generation token. Random rather than a counter, so a generation

@@ -9,6 +9,7 @@
 //! scripts in [`scripts`]; tests run the same table against both.
 
 pub mod breaker;
+mod conn;
 pub mod entry;
 pub mod keys;
 pub mod l1;

@@ -13,6 +13,7 @@ use domain::{ProductId, Version};
 fn config(url: &str) -> L2Config {
     L2Config {
         url: url.to_owned(),
+        cluster: false,
         namespace: format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),
@@ -64,7 +65,10 @@ fn table() -> Vec<(Option<Entry>, i64, bool, bool)> {
 
 #[tokio::test]
 async fn lua_scripts_follow_the_design_table() {
-    let l2 = l2();
+    lua_scripts_follow_the_design_table_on(l2()).await;
+}
+
+async fn lua_scripts_follow_the_design_table_on(l2: L2) {
     for (i, (held, v, fill, fence)) in table().into_iter().enumerate() {
         let fill_id = id(1000 + i64::try_from(i).unwrap());
         let fence_id = id(2000 + i64::try_from(i).unwrap());
@@ -101,7 +105,10 @@ async fn lua_scripts_follow_the_design_table() {
 
 #[tokio::test]
 async fn the_stale_set_race_is_closed() {
-    let l2 = l2();
+    the_stale_set_race_is_closed_on(l2()).await;
+}
+
+async fn the_stale_set_race_is_closed_on(l2: L2) {
     let p = id(42);
     // A reader misses and loads version 7 from Postgres...
     assert_eq!(l2.get(p).await.unwrap(), None);
@@ -119,7 +126,10 @@ async fn the_stale_set_race_is_closed() {
 
 #[tokio::test]
 async fn late_duplicate_and_out_of_order_fences_never_lower_a_version() {
-    let l2 = l2();
+    late_duplicate_and_out_of_order_fences_never_lower_a_version_on(l2()).await;
+}
+
+async fn late_duplicate_and_out_of_order_fences_never_lower_a_version_on(l2: L2) {
     let p = id(9);
     for v in [3, 5, 4, 5, 2, 1, 5] {
         l2.fence(p, Version(v), FenceKind::Tombstone).await.unwrap();
@@ -168,7 +178,10 @@ async fn absent_marker_is_short_lived_and_yields_to_a_create() {
 
 #[tokio::test]
 async fn generations_invalidate_a_whole_family_and_refuse_stale_pages() {
-    let l2 = l2();
+    generations_invalidate_a_whole_family_and_refuse_stale_pages_on(l2()).await;
+}
+
+async fn generations_invalidate_a_whole_family_and_refuse_stale_pages_on(l2: L2) {
     let laptops = Family::Category("laptops".into());
     let ListHit::Miss(seen) = l2.list_get(&laptops, "p1").await.unwrap() else {
         panic!("empty cache must miss");
@@ -216,7 +229,10 @@ async fn generations_invalidate_a_whole_family_and_refuse_stale_pages() {
 
 #[tokio::test]
 async fn batches_report_per_operation_failures() {
-    let l2 = l2();
+    batches_report_per_operation_failures_on(l2()).await;
+}
+
+async fn batches_report_per_operation_failures_on(l2: L2) {
     // A key of the wrong type: the script fails for this operation only.
     let poisoned = id(5);
     let () = l2
@@ -261,7 +277,10 @@ async fn batches_report_per_operation_failures() {
 
 #[tokio::test]
 async fn scripts_are_reloaded_after_a_script_flush() {
-    let l2 = l2();
+    scripts_are_reloaded_after_a_script_flush_on(l2()).await;
+}
+
+async fn scripts_are_reloaded_after_a_script_flush_on(l2: L2) {
     l2.fence(id(1), Version(1), FenceKind::Tombstone)
         .await
         .unwrap();
@@ -330,7 +349,10 @@ async fn a_hanging_redis_is_cut_off_by_the_timeout() {
 
 #[tokio::test]
 async fn trending_counts_views_per_hour_and_rolls_them_up() {
-    let l2 = l2();
+    trending_counts_views_per_hour_and_rolls_them_up_on(l2()).await;
+}
+
+async fn trending_counts_views_per_hour_and_rolls_them_up_on(l2: L2) {
     let views = cache::ViewCounter::default();
     for _ in 0..5 {
         views.record(id(1));
@@ -426,4 +448,66 @@ async fn past_hour_buckets_are_trimmed_a_bounded_chunk_at_a_time() {
             (id(12_998), 12_998)
         ]
     );
+}
+
+#[tokio::test]
+async fn a_scan_visits_every_product_key_of_the_namespace() {
+    a_scan_visits_every_product_key_of_the_namespace_on(l2(), l2()).await;
+}
+
+/// `other` is an L2 on another namespace of the same Redis.
+async fn a_scan_visits_every_product_key_of_the_namespace_on(l2: L2, other: L2) {
+    for n in 1..=300 {
+        plant(&l2, id(n), &value(n)).await;
+    }
+    plant(&other, id(7), &value(1)).await;
+    let mut seen = std::collections::BTreeMap::new();
+    let mut cursor = 0;
+    for step in 0.. {
+        assert!(step < 10_000, "the scan wraps");
+        let (next, entries) = l2.scan_products(cursor, 100).await.unwrap();
+        for (pid, entry) in entries {
+            seen.insert(pid.get(), entry.version.get());
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let expected: std::collections::BTreeMap<i64, i64> = (1..=300).map(|n| (n, n)).collect();
+    assert_eq!(seen, expected);
+}
+
+/// Every rule above, on a three-node Redis Cluster: product keys spread over
+/// the slots of all three nodes, the invalidator's batches span them, and
+/// pages, generations and trending keys keep to one slot each.
+#[tokio::test]
+async fn the_same_rules_hold_on_a_redis_cluster() {
+    let cluster = test_support::RedisCluster::start().await;
+    let on_cluster = || {
+        L2::new(&L2Config {
+            cluster: true,
+            ..config(&cluster.url)
+        })
+        .unwrap()
+    };
+    lua_scripts_follow_the_design_table_on(on_cluster()).await;
+    the_stale_set_race_is_closed_on(on_cluster()).await;
+    late_duplicate_and_out_of_order_fences_never_lower_a_version_on(on_cluster()).await;
+    generations_invalidate_a_whole_family_and_refuse_stale_pages_on(on_cluster()).await;
+    batches_report_per_operation_failures_on(on_cluster()).await;
+    scripts_are_reloaded_after_a_script_flush_on(on_cluster()).await;
+    trending_counts_views_per_hour_and_rolls_them_up_on(on_cluster()).await;
+    a_scan_visits_every_product_key_of_the_namespace_on(on_cluster(), on_cluster()).await;
+    on_cluster().ping().await.unwrap();
+    // The keys really are spread: every node holds some.
+    for node in cluster.url.split(',') {
+        let mut conn = redis::Client::open(node)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        assert!(keys > 0, "{node} holds no key");
+    }
 }

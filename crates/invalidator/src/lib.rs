@@ -55,6 +55,7 @@ impl Application {
         let _ = service::telemetry::metrics();
         let l2 = L2::new(&L2Config {
             url: settings.redis.url.clone(),
+            cluster: settings.redis.cluster,
             namespace: settings.namespace.clone(),
             ttl: Duration::from_secs(settings.cache.ttl_secs),
             negative_ttl: Duration::from_secs(settings.cache.negative_ttl_secs.max(1)),

@@ -101,6 +101,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     // Kill it while it is working through them: no graceful anything.
     let l2 = L2::new(&L2Config {
         url: test_support::redis_url(),
+        cluster: false,
         namespace: env.namespace.clone(),
         ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),

@@ -68,6 +68,7 @@ async fn start(settings: Settings) -> Worker {
 fn l2(env: &TestEnv) -> L2 {
     L2::new(&L2Config {
         url: test_support::redis_url(),
+        cluster: false,
         namespace: env.namespace.clone(),
         ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),

@@ -82,6 +82,7 @@ impl Application {
         let cache = &settings.cache;
         let l2 = L2::new(&L2Config {
             url: settings.redis.url.clone(),
+            cluster: settings.redis.cluster,
             namespace: settings.namespace.clone(),
             ttl: Duration::from_secs(cache.ttl_secs),
             negative_ttl: Duration::from_secs(cache.negative_ttl_secs.max(1)),

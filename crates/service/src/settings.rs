@@ -48,7 +48,10 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    /// One URL; with `cluster`, a comma-separated list of seed nodes.
     pub url: String,
+    /// A Redis Cluster: commands are routed by hash slot.
+    pub cluster: bool,
     /// Budget for one Redis round trip; past it the call counts as failed.
     pub timeout_ms: u64,
     /// Consecutive failures that open the circuit breaker.
@@ -201,6 +204,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
+            cluster: false,
             timeout_ms: 100,
             breaker_failures: 5,
             breaker_cooldown_ms: 1000,
@@ -390,11 +394,17 @@ impl Settings {
         if let Some(replica) = &self.database.replica_url {
             check_url("database.replica_url", replica, &["postgres", "postgresql"])?;
         }
-        check_url(
-            "redis.url",
-            &self.redis.url,
-            &["redis", "unix", "redis+unix"],
-        )?;
+        if self.redis.cluster {
+            for seed in self.redis.url.split(',') {
+                check_url("redis.url", seed.trim(), &["redis"])?;
+            }
+        } else {
+            check_url(
+                "redis.url",
+                &self.redis.url,
+                &["redis", "unix", "redis+unix"],
+            )?;
+        }
         check_url("amqp.url", &self.amqp.url, &["amqp"])?;
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 64
@@ -613,6 +623,31 @@ mod tests {
             load(Role::WriteApi, &[]).unwrap_err().key,
             "auth.admin_tokens"
         );
+    }
+
+    #[test]
+    fn a_cluster_takes_a_list_of_seed_urls() {
+        let seeds = "redis://10.0.0.1:6379, redis://10.0.0.2:6379";
+        let s = load(
+            Role::ReadApi,
+            &[
+                ("CATALOG__REDIS__CLUSTER", "true"),
+                ("CATALOG__REDIS__URL", seeds),
+            ],
+        )
+        .unwrap();
+        assert!(s.redis.cluster);
+        let err = load(Role::ReadApi, &[("CATALOG__REDIS__URL", seeds)]).unwrap_err();
+        assert_eq!(err.key, "redis.url", "a list needs redis.cluster");
+        let err = load(
+            Role::ReadApi,
+            &[
+                ("CATALOG__REDIS__CLUSTER", "true"),
+                ("CATALOG__REDIS__URL", "redis://a:1,http://b:2"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "redis.url", "every seed is checked");
     }
 
     #[test]

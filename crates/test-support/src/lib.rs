@@ -13,9 +13,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod cluster;
 mod proxy;
 
 pub use admin::{Admin, product};
+pub use cluster::RedisCluster;
 pub use proxy::{Mode, Proxy};
 
 use std::time::Duration;

@@ -102,6 +102,8 @@ pub struct System {
     pub client: reqwest::Client,
     /// Writes through `write`.
     pub admin: Admin,
+    /// The settings the services started with (after the test's tweak).
+    pub settings: Settings,
 }
 
 impl System {
@@ -128,6 +130,7 @@ impl System {
             invalidator,
             readers: instances,
             client,
+            settings,
         }
     }
 
@@ -177,10 +180,11 @@ impl System {
         started.elapsed()
     }
 
-    /// An L2 handle on the namespace.
+    /// An L2 handle on the namespace, on the services' Redis.
     pub fn l2(&self) -> cache::L2 {
         cache::L2::new(&cache::L2Config {
-            url: test_support::redis_url(),
+            url: self.settings.redis.url.clone(),
+            cluster: self.settings.redis.cluster,
             namespace: self.env.namespace.clone(),
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),

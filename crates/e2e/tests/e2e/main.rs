@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod faults;
 mod freshness;
 mod harness;

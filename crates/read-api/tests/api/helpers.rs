@@ -141,6 +141,7 @@ impl TestApp {
     pub fn l2(&self) -> cache::L2 {
         cache::L2::new(&cache::L2Config {
             url: test_support::redis_url(),
+            cluster: false,
             namespace: self.env.namespace.clone(),
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
