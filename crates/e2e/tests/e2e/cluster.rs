@@ -66,26 +66,6 @@ async fn the_whole_system_runs_on_a_redis_cluster() {
     assert_eq!(listed, ids[1..], "moved out of laptops");
 
     // The auditor walks every node's slots and finds a planted stale entry.
-    let stale = ids[ids.len() - 1];
-    let planted = cache::Entry::value(domain::Version(1), bytes::Bytes::from_static(b"{}"));
-    let () = l2
-        .raw(
-            redis::cmd("SET")
-                .arg(l2.keys().product(domain::ProductId::new(stale).unwrap()))
-                .arg(planted.encode())
-                .clone(),
-        )
-        .await
-        .unwrap();
-    let metrics_url = format!("{}/metrics", sys.invalidator.as_ref().unwrap().base);
-    test_support::eventually("the auditor to report it", Duration::from_secs(30), || {
-        let url = metrics_url.clone();
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.lines()
-                .any(|l| l.starts_with("cache_audit_stale_total ") && !l.ends_with(" 0"))
-                .then_some(())
-        }
-    })
-    .await;
+    sys.plant_stale(ids[ids.len() - 1]).await;
+    sys.audit_reports_stale(Duration::from_secs(30)).await;
 }

@@ -106,27 +106,6 @@ async fn the_running_auditor_reports_a_planted_stale_entry() {
     sys.admin.patch(id, &json!({"price_cents": 1})).await;
     sys.converge(id, 2).await;
     // Plant what a lost event would leave: version 1 over the fence.
-    let l2 = sys.l2();
-    let pid = domain::ProductId::new(id).unwrap();
-    let planted = cache::Entry::value(domain::Version(1), bytes::Bytes::from_static(b"{}"));
-    let () = l2
-        .raw(
-            redis::cmd("SET")
-                .arg(l2.keys().product(pid))
-                .arg(planted.encode())
-                .clone(),
-        )
-        .await
-        .unwrap();
-    let metrics_url = format!("{}/metrics", sys.invalidator.as_ref().unwrap().base);
-    test_support::eventually("the auditor to report it", Duration::from_secs(15), || {
-        let url = metrics_url.clone();
-        async move {
-            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-            text.lines()
-                .any(|l| l.starts_with("cache_audit_stale_total ") && !l.ends_with(" 0"))
-                .then_some(())
-        }
-    })
-    .await;
+    sys.plant_stale(id).await;
+    sys.audit_reports_stale(Duration::from_secs(15)).await;
 }

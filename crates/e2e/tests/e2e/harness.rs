@@ -180,6 +180,33 @@ impl System {
         started.elapsed()
     }
 
+    /// Plants what a lost event would leave in Redis: `id` at version 1,
+    /// whatever Postgres holds.
+    pub async fn plant_stale(&self, id: i64) {
+        let l2 = self.l2();
+        let key = l2.keys().product(domain::ProductId::new(id).unwrap());
+        let planted = cache::Entry::value(domain::Version(1), bytes::Bytes::from_static(b"{}"));
+        let () = l2
+            .raw(redis::cmd("SET").arg(key).arg(planted.encode()).clone())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the invalidator's auditor has reported a stale entry.
+    pub async fn audit_reports_stale(&self, within: Duration) {
+        let url = format!("{}/metrics", self.invalidator.as_ref().unwrap().base);
+        test_support::eventually("the auditor to report a stale entry", within, || {
+            let url = url.clone();
+            async move {
+                let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+                text.lines()
+                    .any(|l| l.starts_with("cache_audit_stale_total ") && !l.ends_with(" 0"))
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
     /// An L2 handle on the namespace, on the services' Redis.
     pub fn l2(&self) -> cache::L2 {
         cache::L2::new(&cache::L2Config {
