@@ -383,15 +383,15 @@ impl L2 {
         Ok(written == 1)
     }
 
-    /// One step of a SCAN over product keys: the next cursor (0 when the scan
-    /// wrapped) and each key's entry header (version and kind; payloads are
-    /// not transferred).
+    /// One step of a walk over this namespace's product keys (`SCAN`, or on
+    /// a cluster the hash slots, one primary at a time): the next cursor
+    /// (0 when the walk wrapped) and each key's entry header (version and
+    /// kind; payloads are not transferred).
     pub async fn scan_products(
         &self,
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<(ProductId, Entry)>), CacheError> {
-        let pattern = self.keys().product_pattern();
         let mut conn = self.conn();
         let (next, keys): (u64, Vec<String>) = match conn.cluster() {
             Some(cluster) => {
@@ -400,6 +400,7 @@ impl L2 {
                     .await?
             }
             None => {
+                let pattern = self.keys().product_pattern();
                 self.call("scan", async move {
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -413,6 +414,7 @@ impl L2 {
                 .await?
             }
         };
+        // GETKEYSINSLOT returns every namespace's keys: read only ours.
         let keys: Vec<String> = keys
             .into_iter()
             .filter(|k| self.keys().product_id(k).is_some())
