@@ -384,7 +384,7 @@ impl L2 {
     }
 
     /// One step of a walk over this namespace's product keys (`SCAN`, or on
-    /// a cluster the hash slots, one primary at a time): the next cursor
+    /// a cluster the hash slots, each asked of its primary): the next cursor
     /// (0 when the walk wrapped) and each key's entry header (version and
     /// kind; payloads are not transferred).
     pub async fn scan_products(
