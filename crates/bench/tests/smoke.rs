@@ -60,15 +60,7 @@ async fn start_read(settings: Settings) -> Running {
         shutdown: app.shutdown_token(),
     };
     tokio::spawn(app.run_until_stopped());
-    let url = format!("{}/readyz", running.base);
-    test_support::eventually("read-api subscribed", Duration::from_secs(20), || {
-        let url = url.clone();
-        async move {
-            let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-            (body["checks"]["rabbitmq"]["status"] == "up").then_some(())
-        }
-    })
-    .await;
+    test_support::until_subscribed(&running.base).await;
     running
 }
 
@@ -82,15 +74,7 @@ async fn start_invalidator(settings: Settings) -> Running {
         shutdown: app.shutdown_token(),
     };
     tokio::spawn(app.run_until_stopped());
-    let url = format!("{}/readyz", running.base);
-    test_support::eventually("invalidator ready", Duration::from_secs(20), || {
-        let url = url.clone();
-        async move {
-            let ok = reqwest::get(url).await.ok()?.status().is_success();
-            ok.then_some(())
-        }
-    })
-    .await;
+    test_support::until_ready("the invalidator", &running.base).await;
     running
 }
 

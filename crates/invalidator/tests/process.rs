@@ -35,15 +35,9 @@ fn spawn(env: &TestEnv, port: u16) -> Child {
 }
 
 async fn ready(port: u16) {
-    test_support::eventually(
-        "the invalidator process to be ready",
-        Duration::from_secs(20),
-        || async move {
-            let res = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-                .await
-                .ok()?;
-            res.status().is_success().then_some(())
-        },
+    test_support::until_ready(
+        "the invalidator process",
+        &format!("http://127.0.0.1:{port}"),
     )
     .await;
 }

@@ -53,15 +53,7 @@ async fn start(settings: Settings) -> Worker {
         base,
     };
     // Consuming once readiness says so.
-    let url = format!("{}/readyz", worker.base);
-    test_support::eventually("the invalidator to be ready", WAIT, || {
-        let url = url.clone();
-        async move {
-            let res = reqwest::get(url).await.ok()?;
-            res.status().is_success().then_some(())
-        }
-    })
-    .await;
+    test_support::until_ready("the invalidator", &worker.base).await;
     worker
 }
 

@@ -312,3 +312,33 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// How long a service started in-process gets to become ready.
+const READY_WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `{base}/readyz` until the service at `base` says it is ready (2xx).
+pub async fn until_ready(what: &str, base: &str) {
+    let url = format!("{base}/readyz");
+    eventually(&format!("{what} to be ready"), READY_WAIT, || {
+        let url = url.clone();
+        async move {
+            let res = reqwest::get(url).await.ok()?;
+            res.status().is_success().then_some(())
+        }
+    })
+    .await;
+}
+
+/// Polls read-api's `{base}/readyz` until its event subscription is up: its
+/// L1 sees every change committed from then on.
+pub async fn until_subscribed(base: &str) {
+    let url = format!("{base}/readyz");
+    eventually("read-api's event subscription", READY_WAIT, || {
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            (body["checks"]["rabbitmq"]["status"] == "up").then_some(())
+        }
+    })
+    .await;
+}

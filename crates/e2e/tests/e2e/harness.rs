@@ -56,7 +56,7 @@ pub async fn invalidator(settings: Settings) -> Service {
     let app = invalidator::Application::build(settings).await.unwrap();
     let (port, token) = (app.port(), app.shutdown_token());
     let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
-    wait_ready(&service.base).await;
+    test_support::until_ready("the invalidator", &service.base).await;
     service
 }
 
@@ -64,33 +64,8 @@ pub async fn read_api(settings: Settings) -> Service {
     let app = read_api::Application::build(settings).await.unwrap();
     let (port, token) = (app.port(), app.shutdown_token());
     let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
-    // Ready and subscribed: its L1 sees every event from now on.
-    let url = format!("{}/readyz", service.base);
-    test_support::eventually("read-api subscribed", WAIT, || {
-        let url = url.clone();
-        async move {
-            let body: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-            (body["checks"]["rabbitmq"]["status"] == "up").then_some(())
-        }
-    })
-    .await;
+    test_support::until_subscribed(&service.base).await;
     service
-}
-
-async fn wait_ready(base: &str) {
-    let url = format!("{base}/readyz");
-    test_support::eventually("service ready", WAIT, || {
-        let url = url.clone();
-        async move {
-            reqwest::get(url)
-                .await
-                .ok()?
-                .status()
-                .is_success()
-                .then_some(())
-        }
-    })
-    .await;
 }
 
 /// The system under test.
