@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use test_support::RedisCluster;
 
-use crate::harness::{System, WAIT, product};
+use crate::harness::{System, product};
 
 #[tokio::test]
 async fn the_whole_system_runs_on_a_redis_cluster() {
@@ -49,13 +49,7 @@ async fn the_whole_system_runs_on_a_redis_cluster() {
     sys.admin
         .patch(moved, &json!({"category": "tablets"}))
         .await;
-    let l2 = sys.l2();
-    let pid = domain::ProductId::new(moved).unwrap();
-    test_support::eventually("the invalidator to apply the move", WAIT, || {
-        let l2 = l2.clone();
-        async move { (l2.get(pid).await.ok()??.version.get() == 3).then_some(()) }
-    })
-    .await;
+    sys.until_applied(moved, 3).await;
     let page = sys.read(0, laptops).await.2;
     let listed: Vec<i64> = page["items"]
         .as_array()

@@ -155,6 +155,24 @@ impl System {
         started.elapsed()
     }
 
+    /// Waits until the invalidator has applied the event of `id` at
+    /// `version`: Redis holds that version (a tombstone, or the snapshot in
+    /// refresh mode). The product key and the generations move in one
+    /// pipeline, so pages are right from then on.
+    pub async fn until_applied(&self, id: i64, version: i64) {
+        let l2 = self.l2();
+        let pid = domain::ProductId::new(id).unwrap();
+        test_support::eventually(
+            &format!("the invalidator to apply product {id} at {version}"),
+            WAIT,
+            || {
+                let l2 = l2.clone();
+                async move { (l2.get(pid).await.ok()??.version.get() == version).then_some(()) }
+            },
+        )
+        .await;
+    }
+
     /// Plants what a lost event would leave in Redis: `id` at version 1,
     /// whatever Postgres holds.
     pub async fn plant_stale(&self, id: i64) {

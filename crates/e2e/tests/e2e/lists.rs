@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{System, WAIT, product};
+use crate::harness::{System, product};
 
 fn ids(body: &Value) -> Vec<i64> {
     body["items"]
@@ -48,13 +48,7 @@ async fn pages_follow_a_category_move_a_featured_change_and_a_rename() {
         .await;
     // Wait for the invalidator to apply the event (the product key and the
     // generations move in one pipeline)...
-    let l2 = sys.l2();
-    let pid = domain::ProductId::new(id).unwrap();
-    test_support::eventually("the invalidator to apply the event", WAIT, || {
-        let l2 = l2.clone();
-        async move { (l2.get(pid).await.ok()??.version.get() == 2).then_some(()) }
-    })
-    .await;
+    sys.until_applied(id, 2).await;
     // ...then every page is right at once, without polling.
     let laptops = sys.read(0, pages[0]).await.2;
     assert_eq!(ids(&laptops), [other], "moved out of laptops");
