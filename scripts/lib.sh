@@ -175,3 +175,37 @@ state_add() {
     printf '%s\n' "$*" >>"$CATALOG_STATE_FILE"
   fi
 }
+
+# ---------------------------------------------------------------- tools ----
+
+# tools_venv: creates or updates the virtual environment .venv-tools/ (git-
+# ignored) from scripts/requirements-tools.txt, the pinned Python tools the
+# checks use, and prints its bin directory on stdout (progress goes to
+# stderr, so `bin=$(tools_venv)` works). Reinstalls only when the requirements
+# file or the Python interpreter changed since the last install, so a second
+# call costs nothing.
+tools_venv() {
+  local venv="$CATALOG_ROOT/.venv-tools" reqs="$CATALOG_ROOT/scripts/requirements-tools.txt"
+  local stamp="$venv/.requirements.sha256" want
+  [[ -f $reqs ]] || die "missing $reqs"
+  if [[ -x $venv/bin/python ]] && ! "$venv/bin/python" -c '' 2>/dev/null; then
+    log "tools: $venv is broken (its Python is gone): recreating it" >&2
+    rm -rf "$venv"
+  fi
+  if [[ ! -x $venv/bin/python ]]; then
+    have python3 || die "python3 is not installed (needed for $venv)"
+    log "tools: python3 -m venv $venv" >&2
+    python3 -m venv "$venv" >&2 ||
+      die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+  fi
+  # What was installed, and by which interpreter: a new Python needs new wheels.
+  want="$(sha256sum "$reqs" | cut -d' ' -f1) $("$venv/bin/python" -V 2>&1)"
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "tools: $venv is up to date with scripts/requirements-tools.txt" >&2
+  else
+    log "tools: pip install -r scripts/requirements-tools.txt into $venv" >&2
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$reqs" >&2
+    printf '%s\n' "$want" >"$stamp"
+  fi
+  printf '%s\n' "$venv/bin"
+}

@@ -16,7 +16,7 @@ OWNER=manual
 
 usage() {
   cat <<'EOF'
-Usage: scripts/services.sh [up|stop] [--owner NAME]
+Usage: scripts/services.sh [up|stop] [--owner NAME] [--engines]
 
   up    (default) make Postgres, Redis and RabbitMQ reachable at
         CATALOG__DATABASE__URL, CATALOG__REDIS__URL and CATALOG__AMQP__URL.
@@ -32,6 +32,10 @@ Usage: scripts/services.sh [up|stop] [--owner NAME]
 
   --owner NAME  who starts or stops (default: manual); run.sh passes its own
                 name so that it stops on exit only what it started.
+  --engines     with up: also make sure the server packages are installed
+                even where the services answer from elsewhere (a container):
+                the engine tests of crates/test-support run private
+                redis-server, Postgres and RabbitMQ processes from them.
 EOF
 }
 
@@ -311,6 +315,24 @@ check_postgres_login() {
 For local development, allow it with a first line 'host all $PG_USER 127.0.0.1/32 trust' in pg_hba.conf (then reload), or put the password in CATALOG__DATABASE__URL."
 }
 
+# ----------------------------------------------------- the test engines ----
+
+# --engines: the packages of all three servers, installed when missing (as
+# root), whether or not the services were started from them.
+engine_packages() {
+  local svc missing=()
+  for svc in "${SERVICES[@]}"; do
+    installed "$svc" || missing+=("$svc")
+  done
+  if ((${#missing[@]} == 0)); then
+    log "test engines: the server packages are installed"
+  elif is_root && have apt-get; then
+    install_packages "${missing[@]}"
+  else
+    warn "test engines: not installed: $(for svc in "${missing[@]}"; do package_of "$svc"; done | xargs); the engine tests of crates/test-support will fail"
+  fi
+}
+
 # ------------------------------------------------------------------- up ----
 
 services_up() {
@@ -364,6 +386,9 @@ services_up() {
   for svc in "${SERVICES[@]}"; do
     log "ready: $(label "$svc"): ${HOW[$svc]}"
   done
+  if [[ ${ENGINES:-} == yes ]]; then
+    engine_packages
+  fi
 }
 
 # ----------------------------------------------------------------- stop ----
@@ -437,6 +462,7 @@ main() {
   while (($# > 0)); do
     case $1 in
       up | stop) command=$1 ;;
+      --engines) ENGINES=yes ;;
       --owner)
         [[ $# -ge 2 && -n $2 ]] || die "--owner needs a name"
         OWNER=$2 owner_given=$2

@@ -12,20 +12,31 @@ usage() {
   cat <<'EOF'
 Usage: scripts/test.sh [TEST RUNNER ARGS...]
 
-Makes Postgres, Redis and RabbitMQ available (scripts/services.sh), removes the
+Makes Postgres, Redis and RabbitMQ available, and their server packages
+installed for the test engines (scripts/services.sh --engines), removes the
 leftovers of earlier test runs (databases catalog_test_*, RabbitMQ queues and
-exchanges test_*, Redis keys test_*, Redis Cluster test nodes over an hour
+exchanges test_*, Redis keys test_*; the test engines' redis-server, Postgres
+and RabbitMQ processes and $TMPDIR/catalog-<kind>-* directories over an hour
 old), then runs
   cargo fmt --all -- --check
   cargo clippy --workspace --all-targets -- -D warnings
+  scripts/unused-deps.py        (every declared dependency is used)
+  scripts/check-deploy.sh       (compose files, Kubernetes manifests and the
+                                 HAProxy configuration, against their schemas;
+                                 its tools go into .venv-tools/)
   cargo nextest run --workspace --no-fail-fast ARGS   (cargo test ... without nextest)
+  scripts/fuzz.sh               (schemathesis against both services' OpenAPI
+                                 documents; skipped when ARGS select tests)
 
 ARGS go to the test runner, e.g.  scripts/test.sh -E 'test(fence)'
 The servers are those of CATALOG__DATABASE__URL, CATALOG__REDIS__URL and
 CATALOG__AMQP__URL; the tests get them as CATALOG_TEST_DATABASE_URL (the
 `postgres` database of that server), CATALOG_TEST_REDIS_URL, CATALOG_TEST_AMQP_URL.
 The Redis Cluster tests start three redis-server nodes of their own, or use
-the cluster whose seed URLs CATALOG_TEST_REDIS_CLUSTER_URL lists.
+the cluster whose seed URLs CATALOG_TEST_REDIS_CLUSTER_URL lists. The engine
+tests of test-support start private redis-server, Sentinel, Postgres
+(initdb, pg_ctl, pg_basebackup; as the postgres OS user when run as root) and
+RabbitMQ processes on free ports.
 EOF
 }
 
@@ -152,18 +163,57 @@ cleanup_redis() {
   log "Redis: deleted $count leftover test key(s)"
 }
 
-# Redis Cluster nodes a killed test run left running (the cluster tests start
-# redis-server with a config file under a catalog-cluster-* directory). Only
-# nodes older than an hour: a test run going on at the same time keeps its own.
-cleanup_redis_clusters() {
-  local pids=() pid age
+# older_than_an_hour PID...: those of the PIDs whose process has run for over
+# an hour. A test run going on at the same time keeps its own processes.
+older_than_an_hour() {
+  (($# > 0)) || return 0
+  local pid age
   while read -r pid age; do
-    ((age > 3600)) && pids+=("$pid")
-  done < <(pgrep -f 'redis-server.*catalog-cluster-' | xargs -r ps -o pid=,etimes= -p)
+    ((age > 3600)) && echo "$pid"
+  done < <(ps -o pid=,etimes= -p "$(IFS=,; echo "$*")")
+  return 0
+}
+
+# Redis test servers a killed test run left running: Redis Cluster nodes,
+# RedisServer and RedisHa servers and Sentinels. redis-server rewrites its
+# command line, so they are known by their working directory, the fixture's
+# catalog-{cluster,redis,sentinel}-* directory (the `dir` they are given).
+cleanup_redis_clusters() {
+  local pids=() pid
+  for pid in $(pgrep -x redis-server || true); do
+    if [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) =~ /catalog-(cluster|redis|sentinel)- ]]; then
+      pids+=("$pid")
+    fi
+  done
+  mapfile -t pids < <(older_than_an_hour "${pids[@]}")
   if ((${#pids[@]} > 0)); then
     kill "${pids[@]}" 2>/dev/null || true
   fi
-  log "Redis Cluster: stopped ${#pids[@]} leftover test node(s)"
+  log "Redis test servers: stopped ${#pids[@]} leftover test node(s)"
+}
+
+# Postgres and RabbitMQ servers of the PgPair and RabbitCluster fixtures that a
+# killed test run left running (their command lines name their catalog-pg-* or
+# catalog-rabbit-* directory), then the fixtures' directories over an hour old.
+cleanup_engine_fixtures() {
+  local pg=() rabbit=()
+  # The postmaster only: SIGQUIT is Postgres' immediate shutdown, children too.
+  # shellcheck disable=SC2046 # one PID per word
+  mapfile -t pg < <(older_than_an_hour $(pgrep -f '/postgres -D [^ ]*/catalog-pg-' || true))
+  if ((${#pg[@]} > 0)); then
+    kill -QUIT "${pg[@]}" 2>/dev/null || true
+  fi
+  # The Erlang VM of each node; its rabbitmq-server script exits with it.
+  # shellcheck disable=SC2046 # one PID per word
+  mapfile -t rabbit < <(older_than_an_hour $(pgrep -f 'beam.*catalog-rabbit-' || true))
+  if ((${#rabbit[@]} > 0)); then
+    kill -KILL "${rabbit[@]}" 2>/dev/null || true
+  fi
+  local tmp=${TMPDIR:-/tmp} dirs
+  dirs=$(find "$tmp" -maxdepth 1 -type d -mmin +60 -regextype posix-extended \
+    -regex '.*/catalog-(cluster|redis|sentinel|pg|rabbit|certs)-[0-9a-f-]+' \
+    -print -exec rm -rf {} + | wc -l)
+  log "engine fixtures: stopped ${#pg[@]} Postgres and ${#rabbit[@]} RabbitMQ leftover server(s), removed $dirs directory(ies) under $tmp"
 }
 
 # ----------------------------------------------------------------- main ----
@@ -179,8 +229,8 @@ main() {
   trap on_exit EXIT
   have cargo || die "cargo is not installed"
 
-  step "backing services: scripts/services.sh"
-  scripts/services.sh --owner test.sh
+  step "backing services: scripts/services.sh --engines"
+  scripts/services.sh --owner test.sh --engines
 
   CATALOG_TEST_DATABASE_URL=$(postgres_server_url "$CATALOG__DATABASE__URL")
   CATALOG_TEST_REDIS_URL=$CATALOG__REDIS__URL
@@ -195,6 +245,7 @@ main() {
   cleanup_rabbitmq
   cleanup_redis
   cleanup_redis_clusters
+  cleanup_engine_fixtures
 
   step "cargo fmt --all -- --check"
   cargo fmt --all -- --check
@@ -202,12 +253,25 @@ main() {
   step "cargo clippy --workspace --all-targets -- -D warnings"
   cargo clippy --workspace --all-targets -- -D warnings
 
+  step "unused dependencies: scripts/unused-deps.py"
+  python3 scripts/unused-deps.py
+
+  step "deployment files: scripts/check-deploy.sh"
+  scripts/check-deploy.sh
+
   if cargo nextest --version >/dev/null 2>&1; then
     step "cargo nextest run --workspace --no-fail-fast $*"
     cargo nextest run --workspace --no-fail-fast "$@"
   else
     step "cargo test --workspace --no-fail-fast $* (cargo-nextest is not installed)"
     cargo test --workspace --no-fail-fast "$@"
+  fi
+
+  # A run that selects tests is someone iterating on them: the fuzzing is
+  # the whole suite's last step, not theirs.
+  if (($# == 0)); then
+    step "fuzzing both APIs against their OpenAPI documents: scripts/fuzz.sh"
+    scripts/fuzz.sh
   fi
 }
 

@@ -11,6 +11,7 @@ use crate::{
     keys::{self, DistName, Keys},
     load::{self, LoadOpts},
     plot, report,
+    reprice::{self, RepriceOpts},
     seed::{self, SeedOpts},
     warm::{self, WarmOpts},
 };
@@ -42,6 +43,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Time from write-api's 200 until each read-api instance shows the change.
     Freshness(FreshnessArgs),
+    /// Reprice every product through bulk PATCHes under a storefront read
+    /// load: apply rate, freshness, and a final read of everything.
+    Reprice(RepriceArgs),
     /// Read every product once on every instance (steady-state caches).
     Warm(WarmArgs),
     /// Plot latency percentile curves from `load --json` reports (SVG).
@@ -323,6 +327,86 @@ pub struct FreshnessArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RepriceArgs {
+    /// read-api base URL; repeat for every instance (each is sampled,
+    /// verified and loaded).
+    #[arg(long, value_name = "URL", required = true)]
+    pub url: Vec<String>,
+
+    /// write-api base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8081")]
+    pub write_url: String,
+
+    /// write-api admin token.
+    #[arg(long, env = "CATALOG_BENCH_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// The products to reprice: every id of the id source.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// Items per PATCH /products/bulk (at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+
+    /// Bulk requests in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+
+    /// Products of each batch polled on every instance after its 200.
+    #[arg(long, default_value_t = 4)]
+    pub samples_per_batch: usize,
+
+    /// Pause between polls of one sample.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// A sample not visible on an instance after this counts as a timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// RNG seed for the new prices and the samples (default: the clock, so
+    /// each run changes every price).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Background read load: connections (0: none). Reads every id of the
+    /// id source, against the same --url instances, until the apply and
+    /// the samples are done.
+    #[arg(long, default_value_t = 32)]
+    pub background_connections: usize,
+
+    /// Background load target rate (default: closed loop).
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub background_rate: Option<f64>,
+
+    /// Background key distribution.
+    #[arg(long, value_enum, default_value = "zipf")]
+    pub background_dist: DistName,
+
+    /// Background Zipf exponent.
+    #[arg(long, default_value_t = 1.0)]
+    pub background_zipf_s: f64,
+
+    /// Background warm-up before the apply starts.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub background_warmup: Duration,
+
+    /// Exit with status 3 if any read was stale after convergence, any
+    /// request failed or any sample timed out.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Scenario name in the report.
+    #[arg(long, default_value = "reprice")]
+    pub label: String,
+
+    /// Write the full report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PlotArgs {
     /// A `load --json` report; repeat for one curve per scenario.
     #[arg(long, value_name = "FILE", required = true)]
@@ -360,7 +444,8 @@ pub struct PlotFreshnessArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    /// `freshness --check` saw stale reads, regressions or timeouts.
+    /// `freshness --check` saw stale reads, regressions or timeouts;
+    /// `reprice --check` stale reads, errors or timeouts.
     CheckFailed,
 }
 
@@ -394,6 +479,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 println!("report written to {}", path.display());
             }
             if check && report.stale_after_convergence + report.regressions + report.timeouts > 0 {
+                return Ok(Outcome::CheckFailed);
+            }
+        }
+        Command::Reprice(a) => {
+            let (json, check) = (a.json.clone(), a.check);
+            let report = reprice::run(reprice_opts(a, progress)?).await?;
+            println!("{report}");
+            if let Some(path) = json {
+                report::write_json(&path, &report)?;
+                println!("report written to {}", path.display());
+            }
+            if check && report.failed_check() {
                 return Ok(Outcome::CheckFailed);
             }
         }
@@ -505,6 +602,42 @@ fn freshness_opts(a: FreshnessArgs, progress: bool) -> anyhow::Result<FreshnessO
     })
 }
 
+fn reprice_opts(a: RepriceArgs, progress: bool) -> anyhow::Result<RepriceOpts> {
+    let keys = a.keys.keys()?;
+    if a.background_connections == 0 && a.background_rate.is_some() {
+        bail!("--background-rate needs --background-connections");
+    }
+    let seed = a.seed.unwrap_or_else(reprice::default_seed);
+    let background = (a.background_connections > 0).then(|| LoadOpts {
+        urls: a.url.clone(),
+        connections: a.background_connections,
+        rate: a.background_rate,
+        warmup: a.background_warmup,
+        dist: a.background_dist.with_s(a.background_zipf_s),
+        keys: keys.clone(),
+        seed,
+        label: format!("{} background", a.label),
+        progress: false,
+        ..LoadOpts::default()
+    });
+    Ok(RepriceOpts {
+        urls: a.url,
+        write_url: a.write_url,
+        token: a.token,
+        keys,
+        batch: a.batch,
+        concurrency: a.concurrency,
+        samples_per_batch: a.samples_per_batch,
+        poll_interval: a.poll_interval,
+        timeout: a.timeout,
+        seed,
+        background,
+        label: a.label,
+        progress,
+        ..RepriceOpts::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -564,5 +697,63 @@ mod tests {
         assert_eq!(opts.keys, Keys::Range { first: 1, last: 10 });
         assert_eq!(opts.headers, vec!["X-Test: 1".to_owned()]);
         assert_eq!(opts.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn reprice_arguments_map_onto_options() {
+        let cli = Cli::parse_from([
+            "catalog-bench",
+            "reprice",
+            "--url",
+            "http://a:1",
+            "--url",
+            "http://b:2",
+            "--token",
+            "t",
+            "--id-range",
+            "1..=100",
+            "--batch",
+            "25",
+            "--seed",
+            "9",
+            "--background-rate",
+            "500",
+        ]);
+        let Command::Reprice(args) = cli.command else {
+            panic!("not reprice");
+        };
+        let opts = reprice_opts(args, false).unwrap();
+        assert_eq!(
+            (opts.batch, opts.concurrency, opts.samples_per_batch),
+            (25, 2, 4)
+        );
+        assert_eq!(opts.timeout, Duration::from_secs(10));
+        assert_eq!(
+            opts.keys,
+            Keys::Range {
+                first: 1,
+                last: 100
+            }
+        );
+        let bg = opts.background.unwrap();
+        assert_eq!((bg.connections, bg.rate, bg.seed), (32, Some(500.0), 9));
+        assert_eq!(bg.urls, opts.urls);
+        assert_eq!(bg.write_ratio, 0.0);
+        assert_eq!(bg.dist, keys::Dist::Zipf { s: 1.0 });
+
+        let cli = Cli::parse_from([
+            "catalog-bench",
+            "reprice",
+            "--url",
+            "http://a:1",
+            "--token",
+            "t",
+            "--background-connections",
+            "0",
+        ]);
+        let Command::Reprice(args) = cli.command else {
+            panic!("not reprice");
+        };
+        assert!(reprice_opts(args, false).unwrap().background.is_none());
     }
 }

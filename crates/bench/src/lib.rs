@@ -8,6 +8,9 @@
 //! - [`freshness::run`] measures how long a write takes to show on every
 //!   read-api instance, and whether any instance ever serves an older
 //!   version again;
+//! - [`reprice`] reprices every product through write-api's bulk PATCH
+//!   while a storefront load runs, and measures how fast and how
+//!   completely the instances caught up;
 //! - [`warm`] reads every product once on every instance (steady state);
 //! - [`plot`] draws the reports as SVG.
 //!
@@ -25,6 +28,7 @@ pub mod metrics_scrape;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod reprice;
 pub mod seed;
 pub mod stats;
 pub mod table;

@@ -17,6 +17,8 @@
 //!
 //! Only requests whose (intended) start falls inside the measured window are
 //! recorded; warm-up requests warm the caches and connections, nothing more.
+//! The window lasts `duration` ([`run`]), or until the caller cancels a
+//! token ([`run_until`]) when the load accompanies work of unknown length.
 //! Around the window, the client's CPU time is sampled at its edges, and each
 //! read URL's `/metrics` is scraped at its start and again once the last
 //! request has been answered, so the Postgres query delta covers the window
@@ -32,13 +34,15 @@ use std::{
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use http_body_util::Full;
 use hyper::{
-    HeaderMap, Method, Uri,
+    HeaderMap, Method, Request, Uri,
     header::{self, HeaderValue},
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     cpu::{CpuSnapshot, CpuUsage},
@@ -73,7 +77,7 @@ pub struct LoadOpts {
     /// Target requests per second over all connections (open loop); `None`
     /// for closed loop.
     pub rate: Option<f64>,
-    /// Measured window.
+    /// Measured window (not used by [`run_until`]).
     pub duration: Duration,
     /// Load before the window that is not recorded.
     pub warmup: Duration,
@@ -156,8 +160,9 @@ pub struct LoadReport {
     pub label: String,
     pub started_at: String,
     pub config: LoadConfig,
-    /// Length of the measured window, s (the nominal duration: requests
-    /// count when their intended start falls inside it).
+    /// Length of the measured window, s (the nominal duration, or the time
+    /// until the stop for [`run_until`]: requests count when their intended
+    /// start falls inside it).
     pub window_s: f64,
     /// Reads + writes started in the window.
     pub requests: u64,
@@ -218,7 +223,95 @@ struct Plan {
     start: Instant,
     /// Start of the measured window.
     measure_from: Instant,
-    end: Instant,
+    end: Deadline,
+}
+
+/// The end of the measured window: fixed when the run starts, or the moment
+/// the caller's stop token is cancelled, as first noticed by any task.
+struct Deadline {
+    origin: Instant,
+    /// Nanoseconds from `origin` to the end; [`Deadline::OPEN`] until known.
+    end_ns: AtomicU64,
+    /// The caller's token, when the end is not fixed.
+    stop: Option<CancellationToken>,
+}
+
+impl Deadline {
+    const OPEN: u64 = u64::MAX;
+
+    /// A window ending at `end`.
+    fn at(origin: Instant, end: Instant) -> Self {
+        Self {
+            origin,
+            end_ns: AtomicU64::new(nanos(end - origin)),
+            stop: None,
+        }
+    }
+
+    /// A window ending when `stop` is cancelled.
+    fn on_stop(origin: Instant, stop: CancellationToken) -> Self {
+        Self {
+            origin,
+            end_ns: AtomicU64::new(Self::OPEN),
+            stop: Some(stop),
+        }
+    }
+
+    /// The end, once known. The first caller to see the token cancelled
+    /// fixes it at that moment; every later caller gets the same instant.
+    fn get(&self) -> Option<Instant> {
+        let mut ns = self.end_ns.load(Ordering::Acquire);
+        if ns == Self::OPEN {
+            if !self.stop.as_ref()?.is_cancelled() {
+                return None;
+            }
+            let now = nanos(Instant::now() - self.origin);
+            ns = match self.end_ns.compare_exchange(
+                Self::OPEN,
+                now,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => now,
+                Err(fixed) => fixed,
+            };
+        }
+        Some(self.origin + Duration::from_nanos(ns))
+    }
+
+    /// Whether `t` is at or after the end.
+    #[inline]
+    fn passed(&self, t: Instant) -> bool {
+        self.get().is_some_and(|end| t >= end)
+    }
+
+    /// Sleeps until `t`, or less when the caller stops the run first.
+    async fn sleep_until(&self, t: Instant) {
+        match &self.stop {
+            None => tokio::time::sleep_until(t).await,
+            Some(stop) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(t) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Waits for the end and returns it.
+    async fn reached(&self) -> Instant {
+        if let Some(stop) = &self.stop {
+            stop.cancelled().await;
+        }
+        // Known from here on (fixed, or just fixed by this call).
+        let end = self.get().unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(end).await;
+        end
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(Deadline::OPEN - 1)
 }
 
 /// Per-worker request counter for the progress bar, alone on its cache
@@ -229,6 +322,24 @@ struct PaddedCounter(AtomicU64);
 
 /// Runs the load and returns its report (also printed by the CLI).
 pub async fn run(opts: LoadOpts) -> anyhow::Result<LoadReport> {
+    if opts.duration.is_zero() {
+        bail!("--duration must be positive");
+    }
+    execute(opts, None).await
+}
+
+/// Like [`run`], but the measured window lasts from the end of the warm-up
+/// until `stop` is cancelled: for scenarios that load the system while they
+/// do work of unknown length. `opts.duration` is not used and no progress
+/// bar is drawn (the caller draws its own); the report's `window_s` and
+/// `config.duration_s` are the window as it turned out. Cancelling during
+/// the warm-up is an error: nothing was measured.
+pub async fn run_until(mut opts: LoadOpts, stop: CancellationToken) -> anyhow::Result<LoadReport> {
+    opts.progress = false;
+    execute(opts, Some(stop)).await
+}
+
+async fn execute(opts: LoadOpts, stop: Option<CancellationToken>) -> anyhow::Result<LoadReport> {
     validate(&opts)?;
     let ids = opts.keys.load()?;
     let targets = prepare(&opts, &ids)?;
@@ -236,56 +347,133 @@ pub async fn run(opts: LoadOpts) -> anyhow::Result<LoadReport> {
     let client = reqwest::Client::builder().timeout(opts.timeout).build()?;
     let metrics_urls = metrics_urls(&opts.urls);
 
-    let start = Instant::now();
-    let measure_from = start + opts.warmup;
-    let end = measure_from + opts.duration;
-    let plan = Arc::new(Plan {
-        reads: targets.reads,
-        write: targets.write,
-        picker,
-        write_ratio: opts.write_ratio,
-        timeout: opts.timeout,
-        seed: opts.seed,
-        connections: opts.connections,
-        rate: opts.rate,
-        start,
-        measure_from,
-        end,
-    });
+    let plan = Arc::new(Plan::starting_now(&opts, targets, picker, stop));
     let started_at = report::now_rfc3339();
+    let meter = spawn_meter(
+        client.clone(),
+        metrics_urls.clone(),
+        opts.scrape_metrics,
+        Arc::clone(&plan),
+    );
+    let total = run_workers(&opts, &plan).await?;
+    let edges = meter.await.context("the meter task panicked")?;
+    let window = edges.end.saturating_duration_since(plan.measure_from);
+    if window.is_zero() {
+        bail!("the load was stopped during its warm-up: nothing was measured");
+    }
+    let queries_after = scrape_queries(opts.scrape_metrics, &client, &metrics_urls).await;
+    let db_queries = opts.scrape_metrics.then(|| {
+        db_queries(
+            &metrics_urls,
+            (&edges.queries_before, &queries_after),
+            &total,
+        )
+    });
+    let client_cpu = edges.cpu_before.until(&edges.cpu_after);
+    Ok(assemble(
+        &opts,
+        &ids,
+        (started_at, window),
+        total,
+        db_queries,
+        client_cpu,
+    ))
+}
 
-    // CPU snapshots exactly at the window's edges; the "before" scrape
-    // right after the first one.
-    let meter = {
-        let (client, urls, scrape) = (client.clone(), metrics_urls.clone(), opts.scrape_metrics);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from).await;
-            let cpu_before = CpuSnapshot::now();
-            let queries_before = if scrape {
-                metrics_scrape::scrape_all(&client, &urls).await
-            } else {
-                Vec::new()
-            };
-            tokio::time::sleep_until(end).await;
-            (cpu_before, CpuSnapshot::now(), queries_before)
-        })
-    };
+impl Plan {
+    /// The plan for `opts` with its clock starting now: warm-up first, then
+    /// the measured window, for `opts.duration` or until `stop`.
+    fn starting_now(
+        opts: &LoadOpts,
+        targets: Targets,
+        picker: KeyPicker,
+        stop: Option<CancellationToken>,
+    ) -> Self {
+        let start = Instant::now();
+        let measure_from = start + opts.warmup;
+        let end = match stop {
+            Some(stop) => Deadline::on_stop(start, stop),
+            None => Deadline::at(start, measure_from + opts.duration),
+        };
+        Self {
+            reads: targets.reads,
+            write: targets.write,
+            picker,
+            write_ratio: opts.write_ratio,
+            timeout: opts.timeout,
+            seed: opts.seed,
+            connections: opts.connections,
+            rate: opts.rate,
+            start,
+            measure_from,
+            end,
+        }
+    }
+}
 
+/// What the meter samples at the measured window's edges.
+struct WindowEdges {
+    /// When the window ended.
+    end: Instant,
+    cpu_before: CpuSnapshot,
+    cpu_after: CpuSnapshot,
+    /// Each metrics URL's query counter at the window's start (empty when
+    /// scraping is off).
+    queries_before: Vec<Option<f64>>,
+}
+
+/// Samples the client's CPU exactly at the measured window's edges, and
+/// scrapes the query counters right after the first sample.
+fn spawn_meter(
+    client: reqwest::Client,
+    urls: Vec<String>,
+    scrape: bool,
+    plan: Arc<Plan>,
+) -> JoinHandle<WindowEdges> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(plan.measure_from).await;
+        let cpu_before = CpuSnapshot::now();
+        let queries_before = scrape_queries(scrape, &client, &urls).await;
+        let end = plan.end.reached().await;
+        WindowEdges {
+            end,
+            cpu_before,
+            cpu_after: CpuSnapshot::now(),
+            queries_before,
+        }
+    })
+}
+
+/// Each metrics URL's query counter, or nothing when scraping is off.
+async fn scrape_queries(
+    scrape: bool,
+    client: &reqwest::Client,
+    urls: &[String],
+) -> Vec<Option<f64>> {
+    if scrape {
+        metrics_scrape::scrape_all(client, urls).await
+    } else {
+        Vec::new()
+    }
+}
+
+/// Spawns one worker per connection and the progress bar, and merges what
+/// the workers recorded once the last one has finished (after `end`, when
+/// its last request is answered).
+async fn run_workers(opts: &LoadOpts, plan: &Arc<Plan>) -> anyhow::Result<WorkerStats> {
     let counters: Arc<Vec<PaddedCounter>> = Arc::new(
         (0..opts.connections)
             .map(|_| PaddedCounter::default())
             .collect(),
     );
     let workers: Vec<_> = (0..opts.connections)
-        .map(|k| tokio::spawn(worker(k, Arc::clone(&plan), Arc::clone(&counters))))
+        .map(|k| tokio::spawn(worker(k, Arc::clone(plan), Arc::clone(&counters))))
         .collect();
     let bar = progress::timed(opts.warmup + opts.duration, opts.progress);
     let ticker = tokio::spawn(show_progress(
         bar.clone(),
         Arc::clone(&counters),
-        start,
-        measure_from,
-        end,
+        Arc::clone(plan),
     ));
 
     let mut total = WorkerStats::new(opts.rate.is_some());
@@ -294,41 +482,54 @@ pub async fn run(opts: LoadOpts) -> anyhow::Result<LoadReport> {
     }
     ticker.abort();
     bar.finish_and_clear();
-    let (cpu_before, cpu_after, queries_before) = meter.await.context("the meter task panicked")?;
-    let queries_after = if opts.scrape_metrics {
-        metrics_scrape::scrape_all(&client, &metrics_urls).await
-    } else {
-        Vec::new()
-    };
-    let client_cpu = cpu_before.until(&cpu_after);
-    let db_queries = opts.scrape_metrics.then(|| {
-        let instances = metrics_urls
-            .iter()
-            .zip(queries_before.iter().zip(&queries_after))
-            .map(|(url, (before, after))| InstanceQueries {
-                metrics_url: url.clone(),
-                before: *before,
-                after: *after,
-            })
-            .collect();
-        DbQueries::new(
-            instances,
-            total.reads.requests + total.writes.requests,
-            total.reads.requests,
-        )
-    });
+    Ok(total)
+}
 
-    // Requests are selected by (intended) start within the window, so the
-    // nominal duration is the exact denominator.
-    let window = opts.duration.as_secs_f64();
+/// The Postgres queries per instance over the window, from the counters
+/// scraped (`before`, `after`) at its edges, set against the requests
+/// recorded in it.
+fn db_queries(
+    metrics_urls: &[String],
+    (before, after): (&[Option<f64>], &[Option<f64>]),
+    total: &WorkerStats,
+) -> DbQueries {
+    let instances = metrics_urls
+        .iter()
+        .zip(before.iter().zip(after))
+        .map(|(url, (before, after))| InstanceQueries {
+            metrics_url: url.clone(),
+            before: *before,
+            after: *after,
+        })
+        .collect();
+    DbQueries::new(
+        instances,
+        total.reads.requests + total.writes.requests,
+        total.reads.requests,
+    )
+}
+
+/// The report from what the workers recorded.
+fn assemble(
+    opts: &LoadOpts,
+    ids: &[i64],
+    (started_at, window): (String, Duration),
+    total: WorkerStats,
+    db_queries: Option<DbQueries>,
+    client_cpu: CpuUsage,
+) -> LoadReport {
+    // Requests are selected by (intended) start within the window, so its
+    // length is the exact denominator.
+    let config = config(opts, ids, window);
+    let window = window.as_secs_f64();
     let reads = total.reads.report(window);
     let writes = total.writes.report(window);
-    Ok(LoadReport {
+    LoadReport {
         schema_version: report::SCHEMA_VERSION,
         kind: "load".into(),
         label: opts.label.clone(),
         started_at,
-        config: config(&opts, &ids),
+        config,
         window_s: window,
         requests: reads.requests + writes.requests,
         ok: reads.ok + writes.ok,
@@ -340,7 +541,7 @@ pub async fn run(opts: LoadOpts) -> anyhow::Result<LoadReport> {
         writes,
         db_queries,
         client_cpu,
-    })
+    }
 }
 
 fn validate(opts: &LoadOpts) -> anyhow::Result<()> {
@@ -349,9 +550,6 @@ fn validate(opts: &LoadOpts) -> anyhow::Result<()> {
     }
     if opts.connections == 0 {
         bail!("--connections must be at least 1");
-    }
-    if opts.duration.is_zero() {
-        bail!("--duration must be positive");
     }
     if let Some(rate) = opts.rate
         && !(rate.is_finite() && rate > 0.0)
@@ -435,7 +633,7 @@ fn metrics_urls(urls: &[String]) -> Vec<String> {
     out
 }
 
-fn config(opts: &LoadOpts, ids: &[i64]) -> LoadConfig {
+fn config(opts: &LoadOpts, ids: &[i64], window: Duration) -> LoadConfig {
     LoadConfig {
         urls: opts.urls.clone(),
         header_names: opts
@@ -445,7 +643,7 @@ fn config(opts: &LoadOpts, ids: &[i64]) -> LoadConfig {
             .collect(),
         connections: opts.connections,
         rate: opts.rate,
-        duration_s: opts.duration.as_secs_f64(),
+        duration_s: window.as_secs_f64(),
         warmup_s: opts.warmup.as_secs_f64(),
         path_template: opts.path_template.clone(),
         dist: opts.dist,
@@ -464,19 +662,8 @@ async fn worker(k: usize, plan: Arc<Plan>, counters: Arc<Vec<PaddedCounter>>) ->
     // Distinct, reproducible streams per worker.
     let mut rng =
         SmallRng::seed_from_u64(plan.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut reads: Vec<Conn> = plan
-        .reads
-        .iter()
-        .map(|r| Conn::new(&r.target, plan.timeout))
-        .collect();
-    let mut write = plan
-        .write
-        .as_ref()
-        .map(|w| Conn::new(&w.target, plan.timeout));
+    let mut conns = Conns::new(k, &plan);
     let mut stats = WorkerStats::new(plan.rate.is_some());
-    // Start the rotation at a different URL per worker so the instances
-    // are loaded evenly at every moment, not just on average.
-    let mut next_read = k % plan.reads.len();
     let mut n: u64 = 0;
     loop {
         let intended = match plan.rate {
@@ -486,18 +673,21 @@ async fn worker(k: usize, plan: Arc<Plan>, counters: Arc<Vec<PaddedCounter>>) ->
                         (k as f64 + n as f64 * plan.connections as f64) / rate,
                     );
                 n += 1;
-                if due >= plan.end {
+                if plan.end.passed(due) {
                     break;
                 }
                 // Behind schedule (backlog): send at once, no timer round trip.
                 if due - TIMER_SLACK > Instant::now() {
-                    tokio::time::sleep_until(due - TIMER_SLACK).await;
+                    plan.end.sleep_until(due - TIMER_SLACK).await;
+                    if plan.end.passed(due) {
+                        break;
+                    }
                 }
                 due
             }
             None => {
                 let now = Instant::now();
-                if now >= plan.end {
+                if plan.end.passed(now) {
                     break;
                 }
                 now
@@ -506,33 +696,8 @@ async fn worker(k: usize, plan: Arc<Plan>, counters: Arc<Vec<PaddedCounter>>) ->
         let key = plan.picker.pick(&mut rng);
         let is_write = plan.write_ratio > 0.0 && rng.random_bool(plan.write_ratio);
         let sent = Instant::now();
-        let result = match (&plan.write, write.as_mut()) {
-            (Some(target), Some(conn)) if is_write => {
-                let body = Bytes::from(format!(
-                    "{{\"price_cents\":{}}}",
-                    rng.random_range(100..=1_000_000u64)
-                ));
-                let req = http::request(
-                    Method::PATCH,
-                    target.uris[key].clone(),
-                    target.headers.clone(),
-                    body,
-                );
-                conn.send(req, false).await
-            }
-            _ => {
-                let i = next_read;
-                next_read = (next_read + 1) % reads.len();
-                let target = &plan.reads[i];
-                let req = http::request(
-                    Method::GET,
-                    target.uri(key),
-                    target.headers.clone(),
-                    Bytes::new(),
-                );
-                reads[i].send(req, false).await
-            }
-        };
+        let (conn, req) = conns.next_request(&plan, key, is_write, &mut rng);
+        let result = conn.send(req, false).await;
         let done = Instant::now();
         if intended >= plan.measure_from {
             // Early wake-ups (see TIMER_SLACK) measure from the real send.
@@ -547,30 +712,101 @@ async fn worker(k: usize, plan: Arc<Plan>, counters: Arc<Vec<PaddedCounter>>) ->
     stats
 }
 
+/// One worker's connections: one per read URL and, when writes are mixed
+/// in, one to write-api.
+struct Conns {
+    reads: Vec<Conn>,
+    write: Option<Conn>,
+    /// The read URL the next GET goes to.
+    next_read: usize,
+}
+
+impl Conns {
+    /// Connections for worker `k` (each opens on its first request).
+    fn new(k: usize, plan: &Plan) -> Self {
+        Self {
+            reads: plan
+                .reads
+                .iter()
+                .map(|r| Conn::new(&r.target, plan.timeout))
+                .collect(),
+            write: plan
+                .write
+                .as_ref()
+                .map(|w| Conn::new(&w.target, plan.timeout)),
+            // Start the rotation at a different URL per worker so the
+            // instances are loaded evenly at every moment, not just on
+            // average.
+            next_read: k % plan.reads.len(),
+        }
+    }
+
+    /// The request for `key` and the connection it goes out on: a PATCH
+    /// with a random price when `is_write` (and writes are configured),
+    /// else a GET on the next read URL of the rotation. Not async, so the
+    /// hot loop keeps its one await per request.
+    #[inline]
+    fn next_request(
+        &mut self,
+        plan: &Plan,
+        key: usize,
+        is_write: bool,
+        rng: &mut SmallRng,
+    ) -> (&mut Conn, Request<Full<Bytes>>) {
+        match (&plan.write, self.write.as_mut()) {
+            (Some(target), Some(conn)) if is_write => {
+                let body = Bytes::from(format!(
+                    "{{\"price_cents\":{}}}",
+                    rng.random_range(100..=1_000_000u64)
+                ));
+                let req = http::request(
+                    Method::PATCH,
+                    target.uris[key].clone(),
+                    target.headers.clone(),
+                    body,
+                );
+                (conn, req)
+            }
+            _ => {
+                let i = self.next_read;
+                self.next_read = (self.next_read + 1) % self.reads.len();
+                let target = &plan.reads[i];
+                let req = http::request(
+                    Method::GET,
+                    target.uri(key),
+                    target.headers.clone(),
+                    Bytes::new(),
+                );
+                (&mut self.reads[i], req)
+            }
+        }
+    }
+}
+
 /// Updates the bar four times a second with the live request rate.
 async fn show_progress(
     bar: indicatif::ProgressBar,
     counters: Arc<Vec<PaddedCounter>>,
-    start: Instant,
-    measure_from: Instant,
-    end: Instant,
+    plan: Arc<Plan>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut last = (start, 0u64);
+    let mut last = (plan.start, 0u64);
     loop {
         tick.tick().await;
         let now = Instant::now();
+        // Not known yet (stop token): the window is still open.
+        let end = plan.end.get().unwrap_or(now + Duration::from_secs(1));
         let done: u64 = counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
         let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-3);
         last = (now, done);
-        let phase = if now < measure_from {
+        let phase = if now < plan.measure_from {
             "warm-up"
         } else if now < end {
             "measuring"
         } else {
             "draining"
         };
-        bar.set_position(u64::try_from((now.min(end) - start).as_millis()).unwrap_or(0));
+        bar.set_position(u64::try_from((now.min(end) - plan.start).as_millis()).unwrap_or(0));
         bar.set_message(format!("{phase}: {rate:.0} req/s, {done} requests"));
         if now >= end {
             bar.finish_and_clear();
@@ -615,5 +851,40 @@ impl WorkerStats {
         self.reads.absorb(&o.reads);
         self.writes.absorb(&o.writes);
         self.x_cache.add(&o.x_cache);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_deadline_is_fixed_by_the_first_to_see_the_stop() {
+        let origin = Instant::now();
+        let stop = CancellationToken::new();
+        let deadline = Deadline::on_stop(origin, stop.clone());
+        assert_eq!(deadline.get(), None);
+        assert!(!deadline.passed(Instant::now()));
+        stop.cancel();
+        let end = deadline.reached().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(deadline.get(), Some(end));
+        assert!(deadline.passed(Instant::now()) && !deadline.passed(origin));
+        // A sleep past the end returns at once.
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            deadline.sleep_until(Instant::now() + Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fixed_deadline_is_known_from_the_start() {
+        let origin = Instant::now();
+        let deadline = Deadline::at(origin, origin + Duration::from_millis(20));
+        assert_eq!(deadline.get(), Some(origin + Duration::from_millis(20)));
+        assert_eq!(deadline.reached().await, origin + Duration::from_millis(20));
+        assert!(deadline.passed(Instant::now()));
     }
 }

@@ -1,4 +1,5 @@
-//! The human-readable tables printed at the end of `load` and `freshness`.
+//! The human-readable tables printed at the end of `load`, `freshness` and
+//! `reprice`.
 
 use std::fmt::{self, Display, Formatter};
 
@@ -6,6 +7,7 @@ use crate::{
     freshness::FreshnessReport,
     load::LoadReport,
     report::{LatencySummary, fmt_us, pct},
+    reprice::{RepriceReport, RequestSummary},
     stats::{OpReport, XCache},
 };
 
@@ -59,166 +61,299 @@ fn x_cache(x: &XCache) -> String {
 
 impl Display for LoadReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        let mode = match c.rate {
-            Some(rate) => format!("open loop at {rate:.0} req/s"),
-            None => "closed loop".into(),
-        };
-        writeln!(
-            f,
-            "load \"{}\": {} connections, {mode}, {:.1} s measured after {:.1} s warm-up",
-            self.label, c.connections, self.window_s, c.warmup_s
-        )?;
-        writeln!(
-            f,
-            "  reads  {} {} · {} over {} keys ({})",
-            c.urls.join(", "),
-            c.path_template,
-            c.dist,
-            c.key_count,
-            c.keys
-        )?;
-        if let Some(url) = &c.write_url {
-            writeln!(
-                f,
-                "  writes PATCH {url} · {:.2}% of operations",
-                c.write_ratio * 100.0
-            )?;
-        }
+        load_heading(self, f)?;
         writeln!(f)?;
-        writeln!(
-            f,
-            "  {:<7} {:>10} {:>10} {:>8} {:>10} {LATENCY_HEADER}",
-            "", "requests", "ok", "errors", "req/s"
-        )?;
-        for (name, op) in [("reads", &self.reads), ("writes", &self.writes)] {
-            if op.requests == 0 && name == "writes" {
-                continue;
-            }
-            writeln!(
-                f,
-                "  {name:<7} {:>10} {:>10} {:>8} {:>10.1} {}",
-                op.requests,
-                op.ok,
-                op.errors,
-                op.throughput_rps,
-                latency_cells(&op.latency_us)
-            )?;
-            if let Some(service) = &op.service_time_us {
-                writeln!(
-                    f,
-                    "  {:<7} {:>41} {}",
-                    "",
-                    "(service time)",
-                    latency_cells(service)
-                )?;
-            }
-        }
-        writeln!(
-            f,
-            "  {:<7} {:>10} {:>10} {:>8} {:>10.1}",
-            "total", self.requests, self.ok, self.errors, self.throughput_rps
-        )?;
+        load_ops(self, f)?;
         writeln!(f)?;
-        writeln!(f, "  X-Cache     {}", x_cache(&self.x_cache))?;
-        writeln!(f, "  errors      reads: {}", errors(&self.reads))?;
-        if self.writes.requests > 0 {
-            writeln!(f, "              writes: {}", errors(&self.writes))?;
-        }
-        match &self.db_queries {
-            Some(q) => match (q.total, q.per_1000_requests) {
-                (Some(total), Some(per)) => writeln!(
-                    f,
-                    "  Postgres    {total:.0} queries: {per:.2} per 1000 requests ({:.2} per 1000 reads)",
-                    q.per_1000_reads.unwrap_or(0.0)
-                )?,
-                _ => writeln!(f, "  Postgres    not available (a /metrics scrape failed)")?,
-            },
-            None => writeln!(f, "  Postgres    not scraped")?,
-        }
-        writeln!(f, "  client CPU  {}", self.client_cpu)
+        load_notes(self, f)
     }
+}
+
+/// What ran: mode, window, and what was read and written.
+fn load_heading(r: &LoadReport, f: &mut Formatter<'_>) -> fmt::Result {
+    let c = &r.config;
+    let mode = match c.rate {
+        Some(rate) => format!("open loop at {rate:.0} req/s"),
+        None => "closed loop".into(),
+    };
+    writeln!(
+        f,
+        "load \"{}\": {} connections, {mode}, {:.1} s measured after {:.1} s warm-up",
+        r.label, c.connections, r.window_s, c.warmup_s
+    )?;
+    writeln!(
+        f,
+        "  reads  {} {} · {} over {} keys ({})",
+        c.urls.join(", "),
+        c.path_template,
+        c.dist,
+        c.key_count,
+        c.keys
+    )?;
+    if let Some(url) = &c.write_url {
+        writeln!(
+            f,
+            "  writes PATCH {url} · {:.2}% of operations",
+            c.write_ratio * 100.0
+        )?;
+    }
+    Ok(())
+}
+
+/// Counts, rate and latency per operation (writes only when there were
+/// any), then the totals.
+fn load_ops(r: &LoadReport, f: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(
+        f,
+        "  {:<7} {:>10} {:>10} {:>8} {:>10} {LATENCY_HEADER}",
+        "", "requests", "ok", "errors", "req/s"
+    )?;
+    for (name, op) in [("reads", &r.reads), ("writes", &r.writes)] {
+        if op.requests == 0 && name == "writes" {
+            continue;
+        }
+        writeln!(
+            f,
+            "  {name:<7} {:>10} {:>10} {:>8} {:>10.1} {}",
+            op.requests,
+            op.ok,
+            op.errors,
+            op.throughput_rps,
+            latency_cells(&op.latency_us)
+        )?;
+        if let Some(service) = &op.service_time_us {
+            writeln!(
+                f,
+                "  {:<7} {:>41} {}",
+                "",
+                "(service time)",
+                latency_cells(service)
+            )?;
+        }
+    }
+    writeln!(
+        f,
+        "  {:<7} {:>10} {:>10} {:>8} {:>10.1}",
+        "total", r.requests, r.ok, r.errors, r.throughput_rps
+    )
+}
+
+/// Cache outcomes, errors, Postgres queries and the client's CPU.
+fn load_notes(r: &LoadReport, f: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(f, "  X-Cache     {}", x_cache(&r.x_cache))?;
+    writeln!(f, "  errors      reads: {}", errors(&r.reads))?;
+    if r.writes.requests > 0 {
+        writeln!(f, "              writes: {}", errors(&r.writes))?;
+    }
+    match &r.db_queries {
+        Some(q) => match (q.total, q.per_1000_requests) {
+            (Some(total), Some(per)) => writeln!(
+                f,
+                "  Postgres    {total:.0} queries: {per:.2} per 1000 requests ({:.2} per 1000 reads)",
+                q.per_1000_reads.unwrap_or(0.0)
+            )?,
+            _ => writeln!(f, "  Postgres    not available (a /metrics scrape failed)")?,
+        },
+        None => writeln!(f, "  Postgres    not scraped")?,
+    }
+    writeln!(f, "  client CPU  {}", r.client_cpu)
 }
 
 impl Display for FreshnessReport {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
-        writeln!(
-            f,
-            "freshness \"{}\": {} writes/s over {} products for {:.1} s, {} readers per instance and product",
-            self.label,
-            c.write_rate,
-            c.product_ids.len(),
-            self.window_s,
-            c.readers_per_instance_and_product
-        )?;
-        let w = &self.writes;
-        writeln!(
-            f,
-            "  writes    {} ok of {} (errors: {}), latency p50 {} p99 {}",
-            w.ok,
-            w.requests,
-            errors(w),
-            fmt_us(w.latency_us.p50),
-            fmt_us(w.latency_us.p99)
-        )?;
+        freshness_heading(self, f)?;
         writeln!(f)?;
+        lag_table(self, f)?;
+        freshness_notes(self, f)
+    }
+}
+
+/// What ran, and how the writes went.
+fn freshness_heading(r: &FreshnessReport, f: &mut Formatter<'_>) -> fmt::Result {
+    let c = &r.config;
+    writeln!(
+        f,
+        "freshness \"{}\": {} writes/s over {} products for {:.1} s, {} readers per instance and product",
+        r.label,
+        c.write_rate,
+        c.product_ids.len(),
+        r.window_s,
+        c.readers_per_instance_and_product
+    )?;
+    let w = &r.writes;
+    writeln!(
+        f,
+        "  writes    {} ok of {} (errors: {}), latency p50 {} p99 {}",
+        w.ok,
+        w.requests,
+        errors(w),
+        fmt_us(w.latency_us.p50),
+        fmt_us(w.latency_us.p99)
+    )
+}
+
+/// Lag, timeouts and the correctness counters per instance and over all,
+/// then any instance's read errors.
+fn lag_table(r: &FreshnessReport, f: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(
+        f,
+        "  lag from write-api's 200 to the first read showing the version"
+    )?;
+    writeln!(
+        f,
+        "  {:<28} {:>8} {:>8} {LATENCY_HEADER} {:>7} {:>7} {:>9}",
+        "instance", "seen", "timeout", "stale", "regress", "reads"
+    )?;
+    for i in &r.instances {
         writeln!(
             f,
-            "  lag from write-api's 200 to the first read showing the version"
+            "  {:<28} {:>8} {:>8} {} {:>7} {:>7} {:>9}",
+            i.url,
+            i.observations,
+            i.timeouts,
+            latency_cells(&i.lag_us),
+            i.stale_after_convergence,
+            i.regressions,
+            i.reads.requests
         )?;
+    }
+    writeln!(
+        f,
+        "  {:<28} {:>8} {:>8} {} {:>7} {:>7}",
+        "all",
+        r.observations,
+        r.timeouts,
+        latency_cells(&r.lag_us),
+        r.stale_after_convergence,
+        r.regressions
+    )?;
+    for i in &r.instances {
+        if i.reads.errors > 0 {
+            writeln!(f, "  read errors on {}: {}", i.url, errors(&i.reads))?;
+        }
+    }
+    Ok(())
+}
+
+/// The background load, the client's CPU, and the verdict.
+fn freshness_notes(r: &FreshnessReport, f: &mut Formatter<'_>) -> fmt::Result {
+    if let Some(bg) = &r.background {
         writeln!(
             f,
-            "  {:<28} {:>8} {:>8} {LATENCY_HEADER} {:>7} {:>7} {:>9}",
-            "instance", "seen", "timeout", "stale", "regress", "reads"
+            "  background  {:.0} req/s, read p99 {}, {} errors",
+            bg.throughput_rps,
+            fmt_us(bg.reads.latency_us.p99),
+            bg.errors
         )?;
-        for i in &self.instances {
-            writeln!(
-                f,
-                "  {:<28} {:>8} {:>8} {} {:>7} {:>7} {:>9}",
-                i.url,
-                i.observations,
-                i.timeouts,
-                latency_cells(&i.lag_us),
-                i.stale_after_convergence,
-                i.regressions,
-                i.reads.requests
-            )?;
-        }
+    }
+    writeln!(f, "  client CPU  {}", r.client_cpu)?;
+    let verdict = if r.stale_after_convergence == 0 && r.regressions == 0 {
+        "OK: no stale read after convergence, no regression"
+    } else {
+        "FAILED: stale reads after convergence or regressions seen"
+    };
+    write!(f, "  {verdict}")?;
+    if r.timeouts > 0 {
+        write!(f, "; {} (write, instance) pairs timed out", r.timeouts)?;
+    }
+    writeln!(f)
+}
+
+impl Display for RepriceReport {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        reprice_apply(self, f)?;
+        reprice_reads(self, f)?;
+        reprice_verdict(self, f)
+    }
+}
+
+/// `p50 1.20 ms, p99 3.40 ms, max 5.00 ms`.
+fn ms_percentiles(p50_ms: f64, p99_ms: f64, max_ms: f64) -> String {
+    let us = |ms: f64| fmt_us((ms * 1e3).round() as u64);
+    format!("p50 {}, p99 {}, max {}", us(p50_ms), us(p99_ms), us(max_ms))
+}
+
+fn requests_line(r: &RequestSummary) -> String {
+    format!(
+        "{} requests ({:.1}/s), {}, {} errors",
+        r.requests,
+        r.rps,
+        ms_percentiles(r.p50_ms, r.p99_ms, r.max_ms),
+        r.errors
+    )
+}
+
+/// What ran, and how the bulk requests went.
+fn reprice_apply(r: &RepriceReport, f: &mut Formatter<'_>) -> fmt::Result {
+    writeln!(
+        f,
+        "reprice \"{}\": {} products in {} batches of {}, {} in flight, {} instance(s)",
+        r.label,
+        r.products,
+        r.batches,
+        r.batch_size,
+        r.concurrency,
+        r.config.urls.len()
+    )?;
+    writeln!(
+        f,
+        "  apply      {} repriced in {:.2} s: {:.0} events/s",
+        r.repriced, r.apply_s, r.events_per_s
+    )?;
+    writeln!(f, "  bulk       {}", requests_line(&r.bulk))?;
+    if r.bulk.errors > 0 {
+        writeln!(f, "             errors: {}", errors(&r.bulk_requests))?;
+    }
+    if let Some(first) = &r.bulk_first_error {
+        writeln!(f, "             first error: {first}")?;
+    }
+    Ok(())
+}
+
+/// Freshness samples, the storefront load, and the convergence check.
+fn reprice_reads(r: &RepriceReport, f: &mut Formatter<'_>) -> fmt::Result {
+    let fr = &r.freshness;
+    writeln!(
+        f,
+        "  freshness  {} samples, {} timeouts: {} (bulk 200 to the first read showing it)",
+        fr.samples,
+        fr.timeouts,
+        ms_percentiles(fr.p50_ms, fr.p99_ms, fr.max_ms)
+    )?;
+    if fr.poll_errors > 0 {
         writeln!(
             f,
-            "  {:<28} {:>8} {:>8} {} {:>7} {:>7}",
-            "all",
-            self.observations,
-            self.timeouts,
-            latency_cells(&self.lag_us),
-            self.stale_after_convergence,
-            self.regressions
+            "             {} of {} polls failed",
+            fr.poll_errors, fr.polls
         )?;
-        for i in &self.instances {
-            if i.reads.errors > 0 {
-                writeln!(f, "  read errors on {}: {}", i.url, errors(&i.reads))?;
-            }
-        }
-        if let Some(bg) = &self.background {
-            writeln!(
-                f,
-                "  background  {:.0} req/s, read p99 {}, {} errors",
-                bg.throughput_rps,
-                fmt_us(bg.reads.latency_us.p99),
-                bg.errors
-            )?;
-        }
-        writeln!(f, "  client CPU  {}", self.client_cpu)?;
-        let verdict = if self.stale_after_convergence == 0 && self.regressions == 0 {
-            "OK: no stale read after convergence, no regression"
-        } else {
-            "FAILED: stale reads after convergence or regressions seen"
-        };
-        write!(f, "  {verdict}")?;
-        if self.timeouts > 0 {
-            write!(f, "; {} (write, instance) pairs timed out", self.timeouts)?;
-        }
-        writeln!(f)
+    }
+    match &r.reads_during_run {
+        Some(reads) => writeln!(f, "  storefront {}", requests_line(reads))?,
+        None => writeln!(f, "  storefront no background load")?,
+    }
+    writeln!(
+        f,
+        "  verified   {} reads (every repriced product on every instance): {} stale, {} errors",
+        r.verified_reads, r.stale_after_convergence, r.verify_errors
+    )?;
+    for s in &r.stale_examples {
+        writeln!(
+            f,
+            "             stale: {} product {} at version {}, acknowledged {}",
+            s.url, s.id, s.seen, s.expected
+        )?;
+    }
+    writeln!(f, "  client CPU {}", r.client_cpu)
+}
+
+fn reprice_verdict(r: &RepriceReport, f: &mut Formatter<'_>) -> fmt::Result {
+    if r.failed_check() {
+        writeln!(
+            f,
+            "  FAILED: {} stale after convergence, {} errors, {} samples timed out",
+            r.stale_after_convergence, r.errors, r.freshness.timeouts
+        )
+    } else {
+        writeln!(f, "  OK: every instance shows every new price, no errors")
     }
 }

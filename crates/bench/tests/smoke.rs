@@ -14,66 +14,34 @@ use std::{
     time::Duration,
 };
 
+use actix_web::web::Data;
 use bench::{
     freshness::{self, FreshnessOpts, FreshnessReport},
     keys::{Dist, Keys},
     load::{self, LoadOpts, LoadReport},
     plot, report,
+    reprice::{self, RepriceOpts, RepriceReport},
     seed::{self, SeedOpts},
 };
 use service::Settings;
+use test_support::Running;
 use test_support::{ADMIN_TOKEN, TestEnv};
-use tokio_util::sync::CancellationToken;
 
-/// A service running in this process; stopped when dropped.
-struct Running {
-    base: String,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start_write(settings: Settings) -> Running {
-    let app = write_api::Application::build(settings)
-        .await
-        .expect("build write-api");
-    let running = Running {
-        base: format!("http://127.0.0.1:{}", app.port()),
-        shutdown: app.shutdown_token(),
-    };
-    tokio::spawn(app.run_until_stopped());
-    running
+async fn start_write(settings: Settings) -> Running<Data<write_api::State>> {
+    test_support::run(write_api::build, settings).await
 }
 
 /// Starts read-api and waits until its event subscription is up, so its L1
 /// sees every change from then on.
-async fn start_read(settings: Settings) -> Running {
-    let app = read_api::Application::build(settings)
-        .await
-        .expect("build read-api");
-    let running = Running {
-        base: format!("http://127.0.0.1:{}", app.port()),
-        shutdown: app.shutdown_token(),
-    };
-    tokio::spawn(app.run_until_stopped());
+async fn start_read(settings: Settings) -> Running<Data<read_api::AppState>> {
+    let running = test_support::run(read_api::build, settings).await;
     test_support::until_subscribed(&running.base).await;
     running
 }
 
-/// Starts the invalidator and waits until it is ready (consuming).
-async fn start_invalidator(settings: Settings) -> Running {
-    let app = invalidator::Application::build(settings)
-        .await
-        .expect("build invalidator");
-    let running = Running {
-        base: format!("http://127.0.0.1:{}", app.port()),
-        shutdown: app.shutdown_token(),
-    };
-    tokio::spawn(app.run_until_stopped());
+/// Starts the invalidator and waits until it consumes.
+async fn start_invalidator(settings: Settings) -> Running<()> {
+    let running = test_support::run(invalidator::build, settings).await;
     test_support::until_ready("the invalidator", &running.base).await;
     running
 }
@@ -99,6 +67,7 @@ async fn every_subcommand_runs_against_a_tiny_catalog() {
     let _invalidator = start_invalidator(env.settings.clone()).await;
     let read2 = start_read(env.settings.clone()).await;
     let system = freshness_across_read_apis(&write.base, &[&read.base, &read2.base], &ids).await;
+    let repriced = reprice_across_read_apis(&write.base, &[&read.base, &read2.base], &ids).await;
 
     // Reports survive the JSON round trip the plots rely on.
     let closed_json = dir.join("closed.json");
@@ -130,6 +99,15 @@ async fn every_subcommand_runs_against_a_tiny_catalog() {
     let back: FreshnessReport = report::read_json(&fresh_json).unwrap();
     assert_eq!(back.lag_us.percentiles, fresh.lag_us.percentiles);
     assert_eq!(back.config, fresh.config);
+    let reprice_json = dir.join("reprice.json");
+    report::write_json(&reprice_json, &repriced).unwrap();
+    let back: RepriceReport = report::read_json(&reprice_json).unwrap();
+    assert_eq!(back.config, repriced.config);
+    assert_eq!(back.freshness.lag_us.hdr, repriced.freshness.lag_us.hdr);
+    assert_eq!(
+        (back.kind.as_str(), back.repriced, back.verified_reads),
+        ("reprice", repriced.repriced, repriced.verified_reads)
+    );
 
     plots(
         &dir,
@@ -379,6 +357,85 @@ async fn freshness_across_read_apis(
         background.reads.ok > 0 && background.errors == 0,
         "{report}"
     );
+    report
+}
+
+/// `reprice`: every product gets a new price through bulk PATCHes, batch by
+/// batch, while a background load reads; both read-api instances converge.
+async fn reprice_across_read_apis(
+    write_url: &str,
+    read_urls: &[&str],
+    ids: &[i64],
+) -> RepriceReport {
+    let urls: Vec<String> = read_urls.iter().map(|u| (*u).to_owned()).collect();
+    let report = reprice::run(RepriceOpts {
+        urls: urls.clone(),
+        write_url: write_url.to_owned(),
+        token: ADMIN_TOKEN.to_owned(),
+        keys: Keys::List(ids.to_vec()),
+        batch: 25,
+        concurrency: 2,
+        samples_per_batch: 4,
+        background: Some(LoadOpts {
+            urls: urls.clone(),
+            connections: 2,
+            warmup: Duration::from_millis(300),
+            keys: Keys::List(ids.to_vec()),
+            label: "reprice background".into(),
+            ..LoadOpts::default()
+        }),
+        label: "reprice smoke".into(),
+        progress: false,
+        ..RepriceOpts::default()
+    })
+    .await
+    .unwrap();
+    println!("{report}");
+    let n = ids.len() as u64;
+    assert_eq!((report.products, report.repriced), (n, n), "{report}");
+    assert_eq!((report.batches, report.bulk.requests), (2, 2), "{report}");
+    assert_eq!(report.bulk_first_error, None, "{report}");
+    assert_eq!(report.errors, 0, "{report}");
+    // 4 samples of each of 2 batches, on each of 2 instances.
+    assert_eq!(
+        report.freshness.samples + report.freshness.timeouts,
+        2 * 4 * 2,
+        "{report}"
+    );
+    assert_eq!(report.freshness.timeouts, 0, "{report}");
+    assert_eq!(report.freshness.lag_us.count, report.freshness.samples);
+    assert!(report.freshness.polls >= report.freshness.samples);
+    assert_eq!(report.stale_after_convergence, 0, "{report}");
+    assert!(report.stale_examples.is_empty());
+    assert_eq!(report.verified_reads, 2 * n, "{report}");
+    assert!(
+        report.apply_s > 0.0 && report.events_per_s > 0.0,
+        "{report}"
+    );
+    let reads = report.reads_during_run.as_ref().unwrap();
+    let background = report.background.as_ref().unwrap();
+    assert!(reads.requests > 0 && reads.errors == 0, "{report}");
+    assert_eq!(reads.requests, background.reads.requests);
+    // The background ran until it was stopped, and says for how long.
+    assert_eq!(background.config.duration_s, background.window_s);
+    assert!(!report.failed_check());
+
+    // Every instance serves every new price.
+    for url in read_urls {
+        for id in ids {
+            let product: serde_json::Value = reqwest::get(format!("{url}/products/{id}"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                product["price_cents"].as_i64(),
+                Some(reprice::new_price(*id, report.config.seed)),
+                "product {id} on {url}"
+            );
+        }
+    }
     report
 }
 

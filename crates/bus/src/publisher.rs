@@ -7,30 +7,53 @@ use std::time::Duration;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Mutex;
 
-use crate::{BusError, Topology, connect, declare_topology};
+use crate::{Broker, BusError, Topology, declare_topology};
 
 /// How long to wait for the broker's confirms of one batch.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One message to publish.
+/// One message to publish: one event, or several of the same type.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     /// Becomes the AMQP `message_id`.
     pub message_id: &'a str,
+    /// Becomes the AMQP `correlation_id`: the request id of the write that
+    /// caused the events, when one request caused them all.
+    pub correlation_id: Option<&'a str>,
+    /// For a batch whose events came from different requests: each event's
+    /// request id, in order (the [`CORRELATION_IDS`] header). Empty
+    /// otherwise.
+    pub correlation_ids: &'a [Option<&'a str>],
     pub payload: &'a [u8],
+}
+
+/// Header of a batch message whose events came from different requests:
+/// an array of each event's request id, in the batch's order (an empty
+/// string where a change came from no request, such as plain SQL).
+pub const CORRELATION_IDS: &str = "correlation_ids";
+
+fn correlation_ids_header(ids: &[Option<&str>]) -> FieldTable {
+    let values = ids
+        .iter()
+        .map(|id| AMQPValue::LongString(id.unwrap_or_default().into()))
+        .collect::<Vec<_>>();
+    let mut headers = FieldTable::default();
+    headers.insert(CORRELATION_IDS.into(), AMQPValue::FieldArray(values.into()));
+    headers
 }
 
 /// Publishes to the events exchange over one lazily (re)opened connection.
 /// After any failure the connection is dropped, and the next call reconnects;
 /// the caller owns the retry policy.
 pub struct Publisher {
-    url: String,
+    broker: Broker,
     name: String,
     topology: Topology,
     link: Mutex<Option<Link>>,
@@ -55,9 +78,9 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// A publisher for `topology`'s events exchange; connects on first use.
-    pub fn new(url: &str, name: &str, topology: Topology) -> Self {
+    pub fn new(broker: Broker, name: &str, topology: Topology) -> Self {
         Self {
-            url: url.to_owned(),
+            broker,
             name: name.to_owned(),
             topology,
             link: Mutex::new(None),
@@ -66,12 +89,14 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Link, BusError> {
-        let connection = connect(&self.url, &self.name).await?;
-        let channel = connection.create_channel().await?;
+        let connection = self.broker.connect(&self.name).await?;
+        let channel = crate::open_channel(&connection).await?;
         declare_topology(&channel, &self.topology).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        crate::timed(
+            "selecting publisher confirms",
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         Ok(Link {
             _connection: connection,
             channel,
@@ -81,6 +106,11 @@ impl Publisher {
     /// Whether the last attempt to connect or publish succeeded (readiness).
     pub fn is_connected(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Why the last connection attempt's TLS handshake failed, if it did.
+    pub fn tls_failure(&self) -> Option<tls::Failure> {
+        self.broker.tls_failure()
     }
 
     /// Connects now if not connected (the relay calls this before claiming
@@ -111,10 +141,12 @@ impl Publisher {
             *guard = None;
             *guard = Some(self.open().await?);
         }
-        let Some(link) = guard.as_ref() else {
-            return Err(BusError::Unavailable("no channel".into()));
+        let result = match guard.as_ref() {
+            Some(link) => {
+                publish_on(&link.channel, &self.topology.events_exchange(), messages).await
+            }
+            None => Err(BusError::Timeout("opening a channel")),
         };
-        let result = publish_on(&link.channel, &self.topology.events_exchange(), messages).await;
         if result.is_err() {
             // Whatever broke, start from a fresh connection next time.
             *guard = None;
@@ -131,15 +163,22 @@ async fn publish_on(
 ) -> Result<Vec<bool>, BusError> {
     let mut pending = Vec::with_capacity(messages.len());
     for m in messages {
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
             // 2 = persistent: the message survives a broker restart.
             .with_delivery_mode(2)
             .with_message_id(m.message_id.into())
             .with_type(m.routing_key.into())
             .with_timestamp(u64::try_from(chrono_now_secs()).unwrap_or_default());
-        let confirm = channel
-            .basic_publish(
+        if let Some(id) = m.correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        if !m.correlation_ids.is_empty() {
+            properties = properties.with_headers(correlation_ids_header(m.correlation_ids));
+        }
+        let confirm = crate::timed(
+            "publishing",
+            channel.basic_publish(
                 exchange.into(),
                 m.routing_key.into(),
                 // mandatory: an unroutable message comes back instead of
@@ -150,13 +189,14 @@ async fn publish_on(
                 },
                 m.payload,
                 properties,
-            )
-            .await?;
+            ),
+        )
+        .await?;
         pending.push(confirm);
     }
     let confirmations = tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(pending))
         .await
-        .map_err(|_| BusError::Unavailable("timed out waiting for publisher confirms".into()))?;
+        .map_err(|_| BusError::Timeout("waiting for publisher confirms"))?;
     let mut confirmed = Vec::with_capacity(confirmations.len());
     for c in confirmations {
         confirmed.push(match c? {

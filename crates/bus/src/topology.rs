@@ -6,7 +6,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-use crate::BusError;
+use crate::{BusError, timed};
 
 /// The names of one deployment's exchanges and queues, all prefixed with the
 /// namespace so deployments and tests can share a broker.
@@ -73,59 +73,70 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<
     let queue = topology.invalidator_queue();
     let dlq = topology.dead_letter_queue();
 
-    channel
-        .exchange_declare(
+    timed(
+        "declaring the events exchange",
+        channel.exchange_declare(
             events.as_str().into(),
             ExchangeKind::Topic,
             durable_exchange(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     // Fanout: whatever is dead-lettered, from any queue of this namespace,
     // lands in the DLQ whatever its routing key.
-    channel
-        .exchange_declare(
+    timed(
+        "declaring the dead-letter exchange",
+        channel.exchange_declare(
             dlx.as_str().into(),
             ExchangeKind::Fanout,
             durable_exchange(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
 
     let durable = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    channel
-        .queue_declare(dlq.as_str().into(), durable, quorum_args(None))
-        .await?;
-    channel
-        .queue_bind(
+    timed(
+        "declaring the dead-letter queue",
+        channel.queue_declare(dlq.as_str().into(), durable, quorum_args(None)),
+    )
+    .await?;
+    timed(
+        "binding the dead-letter queue",
+        channel.queue_bind(
             dlq.as_str().into(),
             dlx.as_str().into(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
 
-    // A quorum queue: replicated when RabbitMQ runs as a cluster, and it
-    // counts redeliveries (`x-delivery-count`), which bounds retries. The
-    // retry limit itself is enforced by the consumer, not a queue argument, so
-    // changing `invalidator.max_retries` never conflicts with an existing
-    // queue's declaration.
-    channel
-        .queue_declare(queue.as_str().into(), durable, quorum_args(Some(&dlx)))
-        .await?;
-    channel
-        .queue_bind(
+    // A quorum queue: replicated when RabbitMQ runs as a cluster. The retry
+    // limit is the consumer's own count, not a queue argument, so changing
+    // `invalidator.max_retries` never conflicts with an existing queue's
+    // declaration.
+    timed(
+        "declaring the invalidator queue",
+        channel.queue_declare(queue.as_str().into(), durable, quorum_args(Some(&dlx))),
+    )
+    .await?;
+    timed(
+        "binding the invalidator queue",
+        channel.queue_bind(
             queue.as_str().into(),
             events.as_str().into(),
             PRODUCT_EVENTS.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(())
 }
 
@@ -152,31 +163,37 @@ pub async fn declare_instance_queue(
     instance: &str,
 ) -> Result<String, BusError> {
     let events = topology.events_exchange();
-    channel
-        .exchange_declare(
+    timed(
+        "declaring the events exchange",
+        channel.exchange_declare(
             events.as_str().into(),
             ExchangeKind::Topic,
             durable_exchange(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     let name = format!("{}{instance}", topology.instance_queue_prefix());
     let options = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
-    channel
-        .queue_declare(name.as_str().into(), options, FieldTable::default())
-        .await?;
-    channel
-        .queue_bind(
+    timed(
+        "declaring the instance queue",
+        channel.queue_declare(name.as_str().into(), options, FieldTable::default()),
+    )
+    .await?;
+    timed(
+        "binding the instance queue",
+        channel.queue_bind(
             name.as_str().into(),
             events.as_str().into(),
             PRODUCT_EVENTS.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(name)
 }

@@ -1,11 +1,16 @@
 //! A circuit breaker for Redis: after `threshold` consecutive failures it
 //! opens and callers skip Redis at once (no waiting on a dead server); after
 //! `cooldown` it lets one probe through, and closes again if it succeeds.
+//!
+//! Time is tokio's clock (the real one outside tests), so tests move it
+//! forward instead of sleeping.
 
 use std::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use tokio::time::Instant;
 
 /// Breaker state, as exported in metrics: 0 closed, 1 open, 2 half-open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +68,16 @@ impl Breaker {
         match self.state() {
             BreakerState::Closed => true,
             BreakerState::Open => false,
-            BreakerState::HalfOpen => self
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok(),
+            BreakerState::HalfOpen => {
+                let probe = self
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if probe {
+                    self.publish(BreakerState::HalfOpen);
+                }
+                probe
+            }
         }
     }
 
@@ -92,6 +103,15 @@ impl Breaker {
         }
     }
 
+    /// Opens at once, whatever the count: the caller knows the backend is
+    /// unfit (a replica lagging beyond its bound).
+    pub fn trip(&self) {
+        let until = self.now() + u64::try_from(self.cooldown.as_micros()).unwrap_or(u64::MAX);
+        self.open_until.store(until.max(1), Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+        self.publish(BreakerState::Open);
+    }
+
     fn publish(&self, state: BreakerState) {
         let v = match state {
             BreakerState::Closed => 0.0,
@@ -106,8 +126,8 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    #[test]
-    fn opens_after_threshold_and_probes_after_cooldown() {
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_and_probes_after_cooldown() {
         let b = Breaker::new("test", 3, Duration::from_millis(30));
         assert!(b.allow());
         b.failure();
@@ -116,16 +136,54 @@ mod tests {
         b.failure();
         assert_eq!(b.state(), BreakerState::Open);
         assert!(!b.allow());
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(29)).await;
+        assert_eq!(b.state(), BreakerState::Open, "not before the cooldown");
+        tokio::time::advance(Duration::from_millis(2)).await;
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.allow(), "one probe");
         assert!(!b.allow(), "only one");
         b.failure();
         assert_eq!(b.state(), BreakerState::Open, "a failed probe reopens");
-        std::thread::sleep(Duration::from_millis(40));
+        tokio::time::advance(Duration::from_millis(31)).await;
         assert!(b.allow());
         b.success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow() && b.allow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_state_is_published() {
+        let metrics = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshot = metrics.snapshotter();
+        let gauge = || {
+            snapshot
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .find(|(k, ..)| k.key().name() == "cache_breaker_state")
+                .map(|(.., v)| match v {
+                    metrics_util::debugging::DebugValue::Gauge(g) => g.into_inner(),
+                    other => panic!("{other:?}"),
+                })
+        };
+        metrics::with_local_recorder(&metrics, || {
+            let b = Breaker::new("test", 1, Duration::from_millis(10));
+            assert_eq!(gauge(), Some(0.0), "closed");
+            b.failure();
+            assert_eq!(gauge(), Some(1.0), "open");
+            b
+        });
+        let b = metrics::with_local_recorder(&metrics, || {
+            let b = Breaker::new("test", 1, Duration::from_millis(10));
+            b.failure();
+            b
+        });
+        tokio::time::advance(Duration::from_millis(11)).await;
+        metrics::with_local_recorder(&metrics, || {
+            assert!(b.allow());
+            assert_eq!(gauge(), Some(2.0), "half-open while the probe runs");
+            b.success();
+            assert_eq!(gauge(), Some(0.0), "closed again");
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! A cache entry and the version rules that decide whether a fill or a fence
-//! may replace it. These rules are the design's table, word for word:
+//! may replace it. These rules are the design's table, word for word (and
+//! [`design_table`] holds it as data, for every tier's tests):
 //!
 //! | key holds        | fill(v) from a read    | fence(v) from an event                   |
 //! |------------------|------------------------|------------------------------------------|
@@ -157,31 +158,53 @@ impl Entry {
     }
 }
 
+/// The design table as data: `(held, v, fill of v admitted?, fence at v
+/// admitted?)`, `held = None` for an empty key. Every tier's tests run it:
+/// the rules here, L1, and the Lua scripts against a real Redis.
+pub fn design_table() -> Vec<(Option<Entry>, i64, bool, bool)> {
+    let v = |n| Entry::value(Version(n), Bytes::from_static(b"{}"));
+    vec![
+        (None, 5, true, true),
+        (Some(Entry::absent()), 5, true, true),
+        (Some(v(4)), 5, true, true),
+        (Some(v(5)), 5, false, false),
+        (Some(v(6)), 5, false, false),
+        (Some(Entry::tombstone(Version(4))), 5, true, true),
+        (Some(Entry::tombstone(Version(5))), 5, true, false),
+        (Some(Entry::tombstone(Version(6))), 5, false, false),
+        (Some(Entry::deleted(Version(4))), 5, true, true),
+        (Some(Entry::deleted(Version(5))), 5, false, false),
+        (Some(Entry::deleted(Version(6))), 5, false, false),
+    ]
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// The design table as data: (held, incoming-fill-version, fill
-    /// admitted?, fence admitted?). Shared with the Lua script tests.
-    pub fn table() -> Vec<(Entry, i64, bool, bool)> {
-        let v = |n| Entry::value(Version(n), Bytes::from_static(b"{}"));
-        vec![
-            (Entry::absent(), 5, true, true),
-            (v(4), 5, true, true),
-            (v(5), 5, false, false),
-            (v(6), 5, false, false),
-            (Entry::tombstone(Version(4)), 5, true, true),
-            (Entry::tombstone(Version(5)), 5, true, false),
-            (Entry::tombstone(Version(6)), 5, false, false),
-            (Entry::deleted(Version(4)), 5, true, true),
-            (Entry::deleted(Version(5)), 5, false, false),
-            (Entry::deleted(Version(6)), 5, false, false),
-        ]
+    #[test]
+    fn the_table_covers_every_state() {
+        let mut seen = [false; 4];
+        for (held, ..) in design_table() {
+            if let Some(held) = held {
+                // Exhaustive on purpose: a new state does not compile until
+                // the table (and so every tier's test) covers it.
+                let i = match held.state {
+                    State::Value(_) => 0,
+                    State::Tombstone => 1,
+                    State::Deleted => 2,
+                    State::Absent => 3,
+                };
+                seen[i] = true;
+            }
+        }
+        assert_eq!(seen, [true; 4]);
     }
 
     #[test]
     fn rules_follow_the_design_table() {
-        for (held, v, fill, fence) in table() {
+        for (held, v, fill, fence) in design_table() {
+            let Some(held) = held else { continue };
             let incoming = Entry::value(Version(v), Bytes::new());
             assert_eq!(held.admits_fill(&incoming), fill, "fill {v} over {held:?}");
             assert_eq!(

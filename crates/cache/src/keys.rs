@@ -2,7 +2,9 @@
 //! braces is the Redis Cluster hash tag, so each script touches one slot.
 //!
 //! - `<ns>:p:{<id>}`: a product entry (see [`crate::entry`]).
-//! - `<ns>:g:{<family>}`: a list family's generation token.
+//! - `<ns>:g:{<family>}`: a list family's generation: a random token and the
+//!   WAL position of the change that made it, `<token>:<lsn>` (16 hex digits
+//!   each, so positions compare as strings).
 //! - `<ns>:l:{<family>}:<page>`: a cached page of that family, stored with
 //!   the generation it was filled under; same tag as its generation, so both
 //!   are read with one MGET.
@@ -49,6 +51,21 @@ impl Family {
         }
         families
     }
+}
+
+/// A generation bump: the family, and the WAL position of the newest change
+/// that moved it. A page read from data older than that position (a lagging
+/// replica) is never stored under the new generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bump {
+    pub family: Family,
+    pub lsn: domain::Lsn,
+}
+
+/// The WAL position a generation (`<token>:<lsn>`) was made at.
+pub fn generation_lsn(generation: &str) -> Option<domain::Lsn> {
+    let (_, hex) = generation.rsplit_once(':')?;
+    u64::from_str_radix(hex, 16).ok().map(domain::Lsn)
 }
 
 /// Key builder for one namespace.

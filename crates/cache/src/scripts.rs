@@ -41,18 +41,23 @@ return 1
 /// Fill a list page under its family's generation: `KEYS[1]` generation key,
 /// `KEYS[2]` page key; `ARGV[1]` the generation the reader saw before it
 /// queried Postgres ('' if there was none), `ARGV[2]` the page body, `ARGV[3]`
-/// TTL in ms, `ARGV[4]` a fresh token to start the generation with if it is
-/// still absent. Refuses (0) if the generation moved since the reader looked:
-/// the page may predate the change that moved it.
+/// TTL in ms, `ARGV[4]` a fresh generation to start the family with if it
+/// has none, `ARGV[5]` the WAL position the page's data was read at (16 hex
+/// digits; all f's for the primary), `ARGV[6]` the generation key's TTL in
+/// ms. Refuses (0) if the generation moved since the reader looked (the page
+/// may predate the change that moved it), or if the data is older than the
+/// change that made the generation (a lagging replica).
 pub(crate) const LIST_FILL: &str = r"
 local g = redis.call('GET', KEYS[1])
 if not g then
   if ARGV[1] ~= '' then return 0 end
   g = ARGV[4]
-  redis.call('SET', KEYS[1], g)
+  redis.call('SET', KEYS[1], g, 'PX', ARGV[6])
 elseif g ~= ARGV[1] then
   return 0
 end
+local made_at = string.match(g, ':(%x+)$') or ''
+if ARGV[5] < made_at then return 0 end
 redis.call('SET', KEYS[2], 'G' .. g .. ':' .. ARGV[2], 'PX', ARGV[3])
 return 1
 ";

@@ -9,7 +9,9 @@
 //! trimmed a bounded chunk at a time. (A `ZUNIONSTORE` of a 100k-member bucket
 //! stalled Redis past the read path's 100 ms budget every roll-up.)
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, time::Duration};
+
+use parking_lot::Mutex;
 
 use domain::ProductId;
 
@@ -37,17 +39,12 @@ pub struct ViewCounter {
 impl ViewCounter {
     /// Counts one view; a map update, no I/O.
     pub fn record(&self, id: ProductId) {
-        if let Ok(mut pending) = self.pending.lock() {
-            *pending.entry(id).or_default() += 1;
-        }
+        *self.pending.lock().entry(id).or_default() += 1;
     }
 
     /// Takes the counts gathered so far.
     pub fn take(&self) -> HashMap<ProductId, u64> {
-        self.pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
+        std::mem::take(&mut *self.pending.lock())
     }
 }
 
@@ -91,7 +88,8 @@ impl L2 {
     ) -> Result<bool, CacheError> {
         if let Some(every) = every {
             let lock: Option<String> = self
-                .raw(
+                .command(
+                    "trending_lock",
                     redis::cmd("SET")
                         .arg(self.keys().trending_lock())
                         .arg(1)
@@ -181,7 +179,8 @@ impl L2 {
     pub async fn trending(&self, limit: usize) -> Result<Vec<(ProductId, u64)>, CacheError> {
         let stop = i64::try_from(limit).unwrap_or(100).max(1) - 1;
         let raw: Vec<(String, f64)> = self
-            .raw(
+            .command(
+                "trending_top",
                 redis::cmd("ZREVRANGE")
                     .arg(self.keys().trending_top())
                     .arg(0)

@@ -7,18 +7,21 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cache::{CacheError, Entry, Family, FenceKind, L2, L2Config, ListHit, ProductOp, State};
-use domain::{ProductId, Version};
+use cache::{
+    Bump, CacheError, Entry, Family, FenceKind, L2, L2Config, ListHit, ProductOp, Unavailable,
+};
+use domain::{Lsn, ProductId, Version};
 
 fn config(url: &str) -> L2Config {
     L2Config {
-        url: url.to_owned(),
-        cluster: false,
+        endpoint: cache::Endpoint::Single(url.to_owned()),
         namespace: format!("test_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(5),
         timeout: Duration::from_millis(200),
         breaker: None,
+        wait: None,
+        tls: Default::default(),
     }
 }
 
@@ -36,7 +39,8 @@ fn value(v: i64) -> Entry {
 
 async fn plant(l2: &L2, id: ProductId, e: &Entry) {
     let () = l2
-        .raw(
+        .command(
+            "test",
             redis::cmd("SET")
                 .arg(l2.keys().product(id))
                 .arg(e.encode())
@@ -46,30 +50,13 @@ async fn plant(l2: &L2, id: ProductId, e: &Entry) {
         .unwrap();
 }
 
-/// (held, v, fill admitted?, fence admitted?): the design table.
-fn table() -> Vec<(Option<Entry>, i64, bool, bool)> {
-    vec![
-        (None, 5, true, true),
-        (Some(Entry::absent()), 5, true, true),
-        (Some(value(4)), 5, true, true),
-        (Some(value(5)), 5, false, false),
-        (Some(value(6)), 5, false, false),
-        (Some(Entry::tombstone(Version(4))), 5, true, true),
-        (Some(Entry::tombstone(Version(5))), 5, true, false),
-        (Some(Entry::tombstone(Version(6))), 5, false, false),
-        (Some(Entry::deleted(Version(4))), 5, true, true),
-        (Some(Entry::deleted(Version(5))), 5, false, false),
-        (Some(Entry::deleted(Version(6))), 5, false, false),
-    ]
-}
-
 #[tokio::test]
 async fn lua_scripts_follow_the_design_table() {
     lua_scripts_follow_the_design_table_on(l2()).await;
 }
 
 async fn lua_scripts_follow_the_design_table_on(l2: L2) {
-    for (i, (held, v, fill, fence)) in table().into_iter().enumerate() {
+    for (i, (held, v, fill, fence)) in cache::entry::design_table().into_iter().enumerate() {
         let fill_id = id(1000 + i64::try_from(i).unwrap());
         let fence_id = id(2000 + i64::try_from(i).unwrap());
         if let Some(h) = &held {
@@ -158,7 +145,7 @@ async fn absent_marker_is_short_lived_and_yields_to_a_create() {
     let p = id(77);
     assert!(l2.fill(p, &Entry::absent()).await.unwrap());
     let ttl: i64 = l2
-        .raw(redis::cmd("PTTL").arg(l2.keys().product(p)).clone())
+        .command("test", redis::cmd("PTTL").arg(l2.keys().product(p)).clone())
         .await
         .unwrap();
     assert!(ttl > 0 && ttl <= 5500, "negative TTL, got {ttl} ms");
@@ -167,7 +154,7 @@ async fn absent_marker_is_short_lived_and_yields_to_a_create() {
     // And an absent fill cannot come back over the fence.
     assert!(!l2.fill(p, &Entry::absent()).await.unwrap());
     let ttl: i64 = l2
-        .raw(redis::cmd("PTTL").arg(l2.keys().product(p)).clone())
+        .command("test", redis::cmd("PTTL").arg(l2.keys().product(p)).clone())
         .await
         .unwrap();
     assert!(
@@ -181,50 +168,103 @@ async fn generations_invalidate_a_whole_family_and_refuse_stale_pages() {
     generations_invalidate_a_whole_family_and_refuse_stale_pages_on(l2()).await;
 }
 
+const PRIMARY: Lsn = Lsn(u64::MAX);
+
+fn bump(family: &Family, lsn: u64) -> [Bump; 1] {
+    [Bump {
+        family: family.clone(),
+        lsn: Lsn(lsn),
+    }]
+}
+
 async fn generations_invalidate_a_whole_family_and_refuse_stale_pages_on(l2: L2) {
     let laptops = Family::Category("laptops".into());
-    let ListHit::Miss(seen) = l2.list_get(&laptops, "p1").await.unwrap() else {
+    let ListHit::Miss(seen) = l2.list_get(&laptops, "p1", domain::Lsn(0)).await.unwrap() else {
         panic!("empty cache must miss");
     };
     assert!(
-        l2.list_fill(&laptops, "p1", seen.as_deref(), b"[1]")
+        l2.list_fill(&laptops, "p1", seen.as_deref(), PRIMARY, Lsn(0), b"[1]")
             .await
             .unwrap()
     );
     assert_eq!(
-        l2.list_get(&laptops, "p1").await.unwrap(),
+        l2.list_get(&laptops, "p1", domain::Lsn(0)).await.unwrap(),
         ListHit::Hit(Bytes::from_static(b"[1]"))
     );
 
     // A reader saw the generation, then a change bumped it before the fill.
-    let ListHit::Miss(seen) = l2.list_get(&laptops, "p2").await.unwrap() else {
+    let ListHit::Miss(seen) = l2.list_get(&laptops, "p2", domain::Lsn(0)).await.unwrap() else {
         panic!("p2 was never filled");
     };
-    l2.bump(std::slice::from_ref(&laptops)).await.unwrap();
+    l2.bump(&bump(&laptops, 0)).await.unwrap();
     assert!(
-        !l2.list_fill(&laptops, "p2", seen.as_deref(), b"stale")
+        !l2.list_fill(&laptops, "p2", seen.as_deref(), PRIMARY, Lsn(0), b"stale")
             .await
             .unwrap()
     );
     // Every page of the family is now a miss; other families are untouched.
     let tablets = Family::Category("tablets".into());
-    let ListHit::Miss(t) = l2.list_get(&tablets, "p1").await.unwrap() else {
+    let ListHit::Miss(t) = l2.list_get(&tablets, "p1", domain::Lsn(0)).await.unwrap() else {
         panic!()
     };
     assert!(
-        l2.list_fill(&tablets, "p1", t.as_deref(), b"[2]")
+        l2.list_fill(&tablets, "p1", t.as_deref(), PRIMARY, Lsn(0), b"[2]")
             .await
             .unwrap()
     );
     assert!(matches!(
-        l2.list_get(&laptops, "p1").await.unwrap(),
+        l2.list_get(&laptops, "p1", domain::Lsn(0)).await.unwrap(),
         ListHit::Miss(Some(_))
     ));
-    l2.bump(std::slice::from_ref(&laptops)).await.unwrap();
+    l2.bump(&bump(&laptops, 0)).await.unwrap();
     assert_eq!(
-        l2.list_get(&tablets, "p1").await.unwrap(),
+        l2.list_get(&tablets, "p1", domain::Lsn(0)).await.unwrap(),
         ListHit::Hit(Bytes::from_static(b"[2]"))
     );
+
+    // A change at WAL position 500 made the generation: a page whose data
+    // was read before it (a lagging replica at 499) is not stored under it;
+    // data that has it is.
+    l2.bump(&bump(&laptops, 500)).await.unwrap();
+    let ListHit::Miss(seen) = l2.list_get(&laptops, "p3", domain::Lsn(0)).await.unwrap() else {
+        panic!()
+    };
+    assert!(
+        !l2.list_fill(
+            &laptops,
+            "p3",
+            seen.as_deref(),
+            Lsn(499),
+            Lsn(0),
+            b"lagging"
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        l2.list_fill(
+            &laptops,
+            "p3",
+            seen.as_deref(),
+            Lsn(500),
+            Lsn(0),
+            b"caught up"
+        )
+        .await
+        .unwrap()
+    );
+    // Generation keys expire (so unknown families do not pile up); pages
+    // stored under a lost generation only miss.
+    let ttl: i64 = l2
+        .command(
+            "test",
+            redis::cmd("PTTL")
+                .arg(l2.keys().generation(&laptops))
+                .clone(),
+        )
+        .await
+        .unwrap();
+    assert!(ttl > 0, "generation keys carry a TTL, got {ttl}");
 }
 
 #[tokio::test]
@@ -236,7 +276,8 @@ async fn batches_report_per_operation_failures_on(l2: L2) {
     // A key of the wrong type: the script fails for this operation only.
     let poisoned = id(5);
     let () = l2
-        .raw(
+        .command(
+            "test",
             redis::cmd("RPUSH")
                 .arg(l2.keys().product(poisoned))
                 .arg("x")
@@ -262,7 +303,10 @@ async fn batches_report_per_operation_failures_on(l2: L2) {
         },
     ];
     let results = l2
-        .apply(&ops, &[Family::All, Family::Search])
+        .apply(
+            &ops,
+            &[bump(&Family::All, 0), bump(&Family::Search, 0)].concat(),
+        )
         .await
         .unwrap();
     assert!(matches!(results[0], Ok(true)));
@@ -285,7 +329,7 @@ async fn scripts_are_reloaded_after_a_script_flush_on(l2: L2) {
         .await
         .unwrap();
     let () = l2
-        .raw(redis::cmd("SCRIPT").arg("FLUSH").clone())
+        .command("test", redis::cmd("SCRIPT").arg("FLUSH").clone())
         .await
         .unwrap();
     let ops = [ProductOp::Fence {
@@ -307,10 +351,14 @@ async fn a_dead_redis_costs_a_bounded_wait_and_then_nothing() {
     let l2 = L2::new(&cfg).unwrap();
     for _ in 0..3 {
         let started = Instant::now();
-        assert!(matches!(
-            l2.get(id(1)).await,
-            Err(CacheError::Unavailable(_))
-        ));
+        let err = l2.get(id(1)).await.unwrap_err();
+        assert!(
+            matches!(
+                err.unavailable_kind(),
+                Some(Unavailable::Unreachable | Unavailable::Timeout)
+            ),
+            "{err:?}"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "bounded by the timeout"
@@ -319,22 +367,23 @@ async fn a_dead_redis_costs_a_bounded_wait_and_then_nothing() {
     // Breaker open: calls fail at once without touching the network.
     let started = Instant::now();
     for _ in 0..1000 {
-        assert!(l2.get(id(1)).await.is_err());
+        let err = l2.get(id(1)).await.unwrap_err();
+        assert_eq!(err.unavailable_kind(), Some(Unavailable::CircuitOpen));
     }
     assert!(started.elapsed() < Duration::from_millis(500));
 }
 
 #[tokio::test]
 async fn a_hanging_redis_is_cut_off_by_the_timeout() {
-    let proxy = test_support::Proxy::start("127.0.0.1:6379").await;
-    let l2 = L2::new(&config(&proxy.url_for(&test_support::redis_url()))).unwrap();
+    let (proxy, url) = test_support::Proxy::for_url(&test_support::redis_url()).await;
+    let l2 = L2::new(&config(&url)).unwrap();
     l2.ping().await.unwrap();
     proxy.set(test_support::Mode::Hang).await;
     let started = Instant::now();
-    assert!(matches!(
-        l2.get(id(1)).await,
-        Err(CacheError::Unavailable(_))
-    ));
+    assert_eq!(
+        l2.get(id(1)).await.unwrap_err().unavailable_kind(),
+        Some(Unavailable::Timeout)
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -382,14 +431,6 @@ async fn trending_counts_views_per_hour_and_rolls_them_up_on(l2: L2) {
     let top = l2.trending(10).await.unwrap();
     assert_eq!(top, vec![(id(3), 11), (id(2), 9), (id(1), 5)]);
     assert_eq!(l2.trending(1).await.unwrap(), vec![(id(3), 11)]);
-}
-
-#[test]
-fn states_are_exhaustive() {
-    // Compile-time reminder that the table above covers every state.
-    let _ = |s: State| match s {
-        State::Value(_) | State::Tombstone | State::Deleted | State::Absent => (),
-    };
 }
 
 #[tokio::test]
@@ -486,7 +527,7 @@ async fn the_same_rules_hold_on_a_redis_cluster() {
     let cluster = test_support::RedisCluster::start().await;
     let on_cluster = || {
         L2::new(&L2Config {
-            cluster: true,
+            endpoint: cache::Endpoint::Cluster(cluster.url.split(',').map(str::to_owned).collect()),
             ..config(&cluster.url)
         })
         .unwrap()

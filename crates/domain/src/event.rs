@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{Product, ProductId, Version};
+use crate::{Lsn, Product, ProductId, Version};
 
 /// What happened to the product. Serialized as the event `type` and used as
 /// the AMQP routing key.
@@ -63,6 +63,12 @@ pub struct ChangeEvent {
     pub featured: bool,
     /// The full product after the change; `null` for `product.deleted`.
     pub product: Option<Product>,
+    /// A WAL position at or after the change's commit (read by the relay
+    /// when it publishes): a reader can tell whether a replica has the
+    /// change. Absent only from events published before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "0/16B3748")]
+    pub lsn: Option<Lsn>,
 }
 
 /// An event whose fields contradict each other; consumers dead-letter it.
@@ -91,6 +97,7 @@ impl ChangeEvent {
             categories,
             featured: after.featured || before.is_some_and(|b| b.featured),
             product: Some(after.clone()),
+            lsn: None,
         }
     }
 
@@ -105,6 +112,7 @@ impl ChangeEvent {
             categories: vec![last.category.clone()],
             featured: last.featured,
             product: None,
+            lsn: None,
         }
     }
 
@@ -113,6 +121,28 @@ impl ChangeEvent {
         let event: Self = serde_json::from_slice(bytes)?;
         event.check()?;
         Ok(event)
+    }
+
+    /// Parses a message body: one event (a JSON object) or several (a
+    /// non-empty JSON array of them, in commit order), as the relay
+    /// publishes them. Every event is checked; one bad event makes the
+    /// whole message bad.
+    pub fn many_from_slice(bytes: &[u8]) -> Result<Vec<Self>, ParseEventError> {
+        let is_batch = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'[');
+        if !is_batch {
+            return Self::from_slice(bytes).map(|e| vec![e]);
+        }
+        let events: Vec<Self> = serde_json::from_slice(bytes)?;
+        if events.is_empty() {
+            return Err(InvalidEvent("a batch holds at least one event").into());
+        }
+        for event in &events {
+            event.check()?;
+        }
+        Ok(events)
     }
 
     /// Checks what the type system cannot: the snapshot agrees with the header.
@@ -147,16 +177,8 @@ pub enum ParseEventError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
     fn product(category: &str, featured: bool, version: i64) -> Product {
-        serde_json::from_value(json!({
-            "id": 42, "sku": "S", "name": "N", "description": "", "category": category,
-            "price_cents": 1, "currency": "USD", "featured": featured, "attributes": {},
-            "version": version, "created_at": "2026-11-26T09:00:00Z",
-            "updated_at": "2026-11-26T09:00:00Z"
-        }))
-        .unwrap()
+        crate::fixtures::product(42, version, category, featured)
     }
 
     #[test]
@@ -191,6 +213,27 @@ mod tests {
         assert!(ChangeEvent::from_slice(&serde_json::to_vec(&e).unwrap()).is_err());
         assert!(ChangeEvent::from_slice(b"{not json").is_err());
         assert!(ChangeEvent::from_slice(br#"{"type":"product.exploded"}"#).is_err());
+    }
+
+    #[test]
+    fn a_message_holds_one_event_or_a_batch() {
+        let a = ChangeEvent::upserted(None, &product("c", false, 1), Utc::now());
+        let b = ChangeEvent::deleted(&product("c", false, 1), Utc::now());
+        let one = serde_json::to_vec(&a).unwrap();
+        assert_eq!(
+            ChangeEvent::many_from_slice(&one).unwrap(),
+            std::slice::from_ref(&a)
+        );
+        let two = serde_json::to_vec(&[&a, &b]).unwrap();
+        assert_eq!(ChangeEvent::many_from_slice(&two).unwrap(), [a.clone(), b]);
+        let spaced = [b" \n".as_slice(), &two].concat();
+        assert_eq!(ChangeEvent::many_from_slice(&spaced).unwrap().len(), 2);
+        assert!(ChangeEvent::many_from_slice(b"[]").is_err());
+        let mut bad = a.clone();
+        bad.version = Version(0);
+        let mixed = serde_json::to_vec(&[&a, &bad]).unwrap();
+        assert!(ChangeEvent::many_from_slice(&mixed).is_err());
+        assert!(ChangeEvent::many_from_slice(b"[{\"x\": 1}]").is_err());
     }
 
     use serde_json::Value;

@@ -5,12 +5,10 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A product id: a positive 64-bit integer assigned by Postgres.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
+/// A product id: a positive 64-bit integer assigned by Postgres. Its
+/// OpenAPI schema is in `crate::schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
-#[schema(value_type = i64, minimum = 1, example = 42)]
 pub struct ProductId(i64);
 
 /// The id was not a positive 64-bit integer.

@@ -4,17 +4,45 @@
 //! Request bodies are parsed from a JSON object member by member (rather than
 //! through a derived `Deserialize`) so every failure names its field and says
 //! which rule it broke, and unknown members are reported by name.
+//!
+//! The limits are constants here, and `crate::schema` builds the OpenAPI
+//! schemas of these types from the same constants: the documents say what
+//! this module enforces (its tests hold the patterns to the parsers).
 
 use serde_json::{Map, Value};
 
-use crate::{Product, ValidationError};
+use crate::{Product, ProductId, ValidationError, Version, text};
 
+/// Longest sku, in characters (all ASCII).
+pub const SKU_MAX_LEN: usize = 64;
+/// What a sku is made of (the parser checks [`sku_char`]).
+pub const SKU_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+/// Longest name, in characters.
+pub const NAME_MAX_CHARS: usize = 200;
+/// Longest description, in characters.
+pub const DESCRIPTION_MAX_CHARS: usize = 5000;
+/// Longest category, in characters (all ASCII).
+pub const CATEGORY_MAX_LEN: usize = 64;
+/// What a category is made of (the parser checks [`category_char`]).
+pub const CATEGORY_PATTERN: &str = "^[a-z0-9-]+$";
+/// Three uppercase ASCII letters.
+pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
 /// Largest accepted price: 10^12 cents.
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
 /// Largest accepted serialized `attributes` object, in bytes.
 pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
-/// Largest number of products in one bulk create.
+/// Largest number of products in one bulk create or bulk patch.
 pub const MAX_BULK: usize = 1000;
+
+/// A character a sku may hold.
+pub fn sku_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// A character a category may hold.
+pub fn category_char(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+}
 
 macro_rules! string_newtype {
     ($(#[$doc:meta])* $name:ident) => {
@@ -64,23 +92,24 @@ string_newtype!(
 
 impl Sku {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let ok = (1..=SKU_MAX_LEN).contains(&s.len()) && s.bytes().all(sku_char);
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err("sku must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'".into())
+            Err(format!(
+                "sku must be 1-{SKU_MAX_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+            ))
         }
     }
 }
 
 impl ProductName {
     pub fn parse(s: &str) -> Result<Self, String> {
+        text::no_nul("name", s)?;
         let chars = s.chars().count();
-        if chars == 0 || chars > 200 {
-            Err("name must be 1-200 characters".into())
-        } else if s.trim().is_empty() {
+        if chars == 0 || chars > NAME_MAX_CHARS {
+            Err(format!("name must be 1-{NAME_MAX_CHARS} characters"))
+        } else if text::is_blank(s) {
             Err("name must not be blank".into())
         } else {
             Ok(Self(s.to_owned()))
@@ -90,8 +119,11 @@ impl ProductName {
 
 impl Description {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.chars().count() > 5000 {
-            Err("description must be at most 5000 characters".into())
+        text::no_nul("description", s)?;
+        if s.chars().count() > DESCRIPTION_MAX_CHARS {
+            Err(format!(
+                "description must be at most {DESCRIPTION_MAX_CHARS} characters"
+            ))
         } else {
             Ok(Self(s.to_owned()))
         }
@@ -100,13 +132,13 @@ impl Description {
 
 impl Category {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = (1..=CATEGORY_MAX_LEN).contains(&s.len()) && s.bytes().all(category_char);
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err("category must be 1-64 characters of a-z, 0-9 or '-'".into())
+            Err(format!(
+                "category must be 1-{CATEGORY_MAX_LEN} characters of a-z, 0-9 or '-'"
+            ))
         }
     }
 }
@@ -159,19 +191,26 @@ impl Stock {
     }
 }
 
-/// Free-form product attributes: a JSON object of at most 16 KiB serialized.
+/// Free-form product attributes: a JSON object of at most 16 KiB serialized,
+/// no NUL in any key or string at any depth.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Attributes(Map<String, Value>);
 
 impl Attributes {
-    pub fn new(map: Map<String, Value>) -> Result<Self, String> {
+    /// A failure names the member that breaks the rule
+    /// (`attributes.ports[2]` for a NUL), or `attributes` for the size.
+    pub fn new(map: Map<String, Value>) -> Result<Self, ValidationError> {
+        let map = Value::Object(map);
+        no_nul_within("attributes", &map)?;
         let size = serde_json::to_vec(&map).map_or(usize::MAX, |v| v.len());
-        if size > MAX_ATTRIBUTES_BYTES {
-            Err(format!(
-                "attributes must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON (got {size})"
-            ))
-        } else {
-            Ok(Self(map))
+        match map {
+            Value::Object(map) if size <= MAX_ATTRIBUTES_BYTES => Ok(Self(map)),
+            _ => Err(ValidationError::field(
+                "attributes",
+                format!(
+                    "attributes must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON (got {size})"
+                ),
+            )),
         }
     }
 
@@ -223,14 +262,17 @@ const PATCH_FIELDS: &[&str] = &[
 /// Fields the server owns; named in the error so a client knows why.
 const SERVER_FIELDS: &[&str] = &["id", "version", "created_at", "updated_at"];
 
+/// Refuses the first member not in `allowed`, saying why where a client
+/// may wonder (a server-owned field; `sku` or `stock` in a patch).
 fn reject_unknown(body: &Map<String, Value>, allowed: &[&str]) -> Result<(), ValidationError> {
+    let patch = allowed == PATCH_FIELDS;
     for key in body.keys() {
         if allowed.contains(&key.as_str()) {
             continue;
         }
         let message = if SERVER_FIELDS.contains(&key.as_str()) {
             format!("{key} is set by the server and cannot be written")
-        } else if matches!(key.as_str(), "sku" | "stock") {
+        } else if patch && matches!(key.as_str(), "sku" | "stock") {
             format!(
                 "{key} cannot be changed with PATCH{}",
                 if key == "stock" {
@@ -252,21 +294,49 @@ fn as_object(body: &Value) -> Result<&Map<String, Value>, ValidationError> {
         .ok_or_else(|| ValidationError::body("request body must be a JSON object"))
 }
 
+/// A string member; no string of any body may hold NUL.
 fn string<'a>(field: &str, v: &'a Value) -> Result<&'a str, ValidationError> {
-    v.as_str()
-        .ok_or_else(|| ValidationError::field(field, format!("{field} must be a string")))
+    let s = v
+        .as_str()
+        .ok_or_else(|| ValidationError::field(field, format!("{field} must be a string")))?;
+    check(field, text::no_nul(field, s))?;
+    Ok(s)
 }
 
+/// Refuses NUL anywhere in a JSON value, keys included, naming where.
+fn no_nul_within(field: &str, v: &Value) -> Result<(), ValidationError> {
+    match text::find_nul(field, v) {
+        None => Ok(()),
+        Some(at) => Err(ValidationError::field(
+            at.as_str(),
+            format!("{at} must not contain a NUL character (\\u0000) in a key or a string"),
+        )),
+    }
+}
+
+/// An integer member. JSON has one number type, and JSON Schema's
+/// `integer` is any number without a fractional part, so `100.0` and `1e2`
+/// are the integer 100 (a client or a language may write integers so).
 fn integer(field: &str, v: &Value) -> Result<i64, ValidationError> {
+    // 2^63 as a double: every integral double below it, down to -2^63,
+    // converts to i64 exactly.
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
     match v {
-        Value::Number(n) => n.as_i64().ok_or_else(|| {
-            let what = if n.is_f64() {
-                "an integer"
-            } else {
-                "a 64-bit integer"
-            };
-            ValidationError::field(field, format!("{field} must be {what}"))
-        }),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(f))
+                    .map(|f| f as i64)
+            })
+            .ok_or_else(|| {
+                let what = if n.is_f64() {
+                    "an integer"
+                } else {
+                    "a 64-bit integer"
+                };
+                ValidationError::field(field, format!("{field} must be {what}"))
+            }),
         _ => Err(ValidationError::field(
             field,
             format!("{field} must be an integer"),
@@ -336,10 +406,7 @@ impl NewProduct {
             None => false,
         };
         let attributes = match optional(body, "attributes") {
-            Some(v) => check(
-                "attributes",
-                Attributes::new(object("attributes", v)?.clone()),
-            )?,
+            Some(v) => Attributes::new(object("attributes", v)?.clone())?,
             None => Attributes::default(),
         };
         let stock = match optional(body, "stock") {
@@ -376,24 +443,42 @@ impl NewProduct {
                 ),
             ));
         }
-        let products = items
+        items
             .iter()
             .enumerate()
             .map(|(i, item)| Self::from_json(item).map_err(|e| e.within(&format!("products[{i}]"))))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect()
+    }
+
+    /// The first product of a bulk create whose sku an earlier one already
+    /// has, by index. A duplicate sku is a conflict (409), whether the
+    /// other product is in the catalog or in the same request: each product
+    /// is valid on its own, and which skus exist is state, not shape.
+    pub fn first_duplicate_sku(products: &[Self]) -> Option<(usize, &Sku)> {
         let mut skus = std::collections::HashSet::with_capacity(products.len());
-        for (i, p) in products.iter().enumerate() {
-            if !skus.insert(p.sku.as_str()) {
-                return Err(ValidationError::field(
-                    format!("products[{i}].sku"),
-                    format!(
-                        "products[{i}]: sku {} appears twice in this request",
-                        p.sku.as_str()
-                    ),
-                ));
-            }
-        }
-        Ok(products)
+        products
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !skus.insert(p.sku.as_str()))
+            .map(|(i, p)| (i, &p.sku))
+    }
+}
+
+/// The body of `PUT /products/{id}/stock`: `{"stock": N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockUpdate {
+    pub stock: Stock,
+}
+
+impl StockUpdate {
+    pub fn from_json(body: &Value) -> Result<Self, ValidationError> {
+        let body = as_object(body)?;
+        reject_unknown(body, &["stock"])?;
+        let stock = check(
+            "stock",
+            Stock::new(integer("stock", required(body, "stock")?)?),
+        )?;
+        Ok(Self { stock })
     }
 }
 
@@ -468,7 +553,13 @@ impl ProductPatch {
         let attributes = match body.get("attributes") {
             None => None,
             Some(Value::Null) => Some(Value::Null),
-            Some(v) => Some(Value::Object(object("attributes", v)?.clone())),
+            Some(v) => {
+                let patch = Value::Object(object("attributes", v)?.clone());
+                // Checked here, not only after the merge: a NUL in a key
+                // the patch removes would otherwise go unnoticed.
+                no_nul_within("attributes", &patch)?;
+                Some(patch)
+            }
         };
         Ok(Self {
             name,
@@ -493,7 +584,7 @@ impl ProductPatch {
                     Value::Object(map) => map,
                     _ => Map::new(),
                 };
-                check("attributes", Attributes::new(map))?
+                Attributes::new(map)?
             }
         };
         Ok(PatchedFields {
@@ -516,6 +607,86 @@ impl ProductPatch {
                 .unwrap_or_else(|| Currency(current.currency.clone())),
             featured: self.featured.unwrap_or(current.featured),
             attributes,
+        })
+    }
+}
+
+/// One change of a bulk patch: which product, on which version, what
+/// change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkPatchItem {
+    pub id: ProductId,
+    /// `None` (absent or `null`): no version condition.
+    pub if_match: Option<Version>,
+    pub patch: ProductPatch,
+}
+
+impl BulkPatchItem {
+    /// Validates a bulk patch body `{"items": [{"id", "if_match", "patch"},
+    /// ...]}` of 1 to 1000 items. Errors name the item:
+    /// `items[3].patch.price_cents`.
+    pub fn bulk_from_json(body: &Value) -> Result<Vec<Self>, ValidationError> {
+        let body = as_object(body)?;
+        reject_unknown(body, &["items"])?;
+        let items = required(body, "items")?
+            .as_array()
+            .ok_or_else(|| ValidationError::field("items", "items must be an array"))?;
+        if items.is_empty() || items.len() > MAX_BULK {
+            return Err(ValidationError::field(
+                "items",
+                format!(
+                    "items must hold 1 to {MAX_BULK} items (got {})",
+                    items.len()
+                ),
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| Self::from_json(item).map_err(|e| e.within(&format!("items[{i}]"))))
+            .collect()
+    }
+
+    /// The first item naming a product an earlier item already names, by
+    /// index. Which of two patches of one product should win is not a
+    /// question a caller should leave to us: a conflict (409), as a sku
+    /// given twice in a bulk create is; each item is valid on its own.
+    pub fn first_duplicate_id(items: &[Self]) -> Option<(usize, ProductId)> {
+        let mut ids = std::collections::HashSet::with_capacity(items.len());
+        items
+            .iter()
+            .enumerate()
+            .find(|(_, item)| !ids.insert(item.id))
+            .map(|(i, item)| (i, item.id))
+    }
+
+    fn from_json(item: &Value) -> Result<Self, ValidationError> {
+        let item = as_object(item)
+            .map_err(|_| ValidationError::body("each item must be a JSON object"))?;
+        reject_unknown(item, &["id", "if_match", "patch"])?;
+        let id = check(
+            "id",
+            ProductId::new(integer("id", required(item, "id")?)?)
+                .map_err(|_| "id must be a positive 64-bit integer".to_owned()),
+        )?;
+        let if_match = optional(item, "if_match")
+            .map(|v| {
+                let v = integer("if_match", v)?;
+                if v < 0 {
+                    return Err(ValidationError::field(
+                        "if_match",
+                        "if_match must be a version, an integer >= 0",
+                    ));
+                }
+                Ok(Version(v))
+            })
+            .transpose()?;
+        let patch =
+            ProductPatch::from_json(required(item, "patch")?).map_err(|e| e.within("patch"))?;
+        Ok(Self {
+            id,
+            if_match,
+            patch,
         })
     }
 }
@@ -650,24 +821,165 @@ mod tests {
                 .as_deref(),
             Some("products[1].price_cents")
         );
-        let dup = json!({"products": [valid(), valid()]});
+        let dup = json!({"products": [valid(), with("sku", json!("OTHER")), valid()]});
+        let products = NewProduct::bulk_from_json(&dup).unwrap();
+        let (index, sku) = NewProduct::first_duplicate_sku(&products).unwrap();
+        assert_eq!((index, sku.as_str()), (2, "LAPTOP-42"));
+        assert!(NewProduct::first_duplicate_sku(&products[..2]).is_none());
+    }
+
+    #[test]
+    fn bulk_patch_items_are_checked_one_by_one_and_named() {
+        let item = |id: i64| json!({"id": id, "if_match": 3, "patch": {"price_cents": 100}});
+        let body = |items: Vec<Value>| json!({ "items": items });
+        let parsed = BulkPatchItem::bulk_from_json(&body(vec![
+            item(7),
+            json!({"id": 8, "patch": {"featured": null}}),
+        ]))
+        .unwrap();
+        assert_eq!(parsed[0].id.get(), 7);
+        assert_eq!(parsed[0].if_match, Some(Version(3)));
+        assert_eq!(parsed[0].patch.price_cents.map(PriceCents::get), Some(100));
+        assert_eq!(parsed[1].if_match, None);
+        assert_eq!(parsed[1].patch.featured, Some(false));
         assert_eq!(
-            NewProduct::bulk_from_json(&dup)
-                .unwrap_err()
-                .field
-                .as_deref(),
-            Some("products[1].sku")
+            BulkPatchItem::bulk_from_json(&body((1..=1000).map(item).collect()))
+                .unwrap()
+                .len(),
+            1000
         );
+        let field = |b: Value| BulkPatchItem::bulk_from_json(&b).unwrap_err().field;
+        for (bad, named) in [
+            (body((1..=1001).map(item).collect()), "items"),
+            (body(vec![]), "items"),
+            (json!({"items": {}}), "items"),
+            (json!({}), "items"),
+            (json!({"items": [item(1)], "x": 1}), "x"),
+            (body(vec![item(1), json!(5)]), "items[1]"),
+            (body(vec![json!({"id": 0, "patch": {}})]), "items[0].id"),
+            (body(vec![json!({"id": "1", "patch": {}})]), "items[0].id"),
+            (body(vec![json!({"patch": {}})]), "items[0].id"),
+            (body(vec![json!({"id": 1})]), "items[0].patch"),
+            (body(vec![json!({"id": 1, "patch": [] })]), "items[0].patch"),
+            (
+                body(vec![json!({"id": 1, "if_match": -1, "patch": {}})]),
+                "items[0].if_match",
+            ),
+            (
+                body(vec![json!({"id": 1, "if_match": "\"3\"", "patch": {}})]),
+                "items[0].if_match",
+            ),
+            (
+                body(vec![json!({"id": 1, "patch": {}, "sku": "X"})]),
+                "items[0].sku",
+            ),
+            (
+                body(vec![
+                    item(1),
+                    json!({"id": 2, "patch": {"price_cents": -1}}),
+                ]),
+                "items[1].patch.price_cents",
+            ),
+            (
+                body(vec![json!({"id": 2, "patch": {"sku": "X"}})]),
+                "items[0].patch.sku",
+            ),
+        ] {
+            assert_eq!(field(bad.clone()).as_deref(), Some(named), "{bad}");
+        }
+        let twice = BulkPatchItem::bulk_from_json(&body(vec![item(1), item(2), item(1)])).unwrap();
+        assert_eq!(
+            BulkPatchItem::first_duplicate_id(&twice).map(|(i, id)| (i, id.get())),
+            Some((2, 1))
+        );
+        assert_eq!(BulkPatchItem::first_duplicate_id(&twice[..2]), None);
+    }
+
+    #[test]
+    fn no_string_holds_nul_and_the_error_says_where() {
+        for (body, field) in [
+            (with("name", json!("a\u{0}b")), "name"),
+            (with("sku", json!("A\u{0}")), "sku"),
+            (with("description", json!("\u{0}")), "description"),
+            (with("category", json!("c\u{0}")), "category"),
+            (with("currency", json!("US\u{0}")), "currency"),
+            (
+                with("attributes", json!({"ports": [1, {"usb": "a\u{0}"}]})),
+                "attributes.ports[1].usb",
+            ),
+            (with("attributes", json!({"k\u{0}": 1})), "attributes"),
+            (
+                with("attributes", json!({"outer": {"k\u{0}": true}})),
+                "attributes.outer",
+            ),
+        ] {
+            let err = NewProduct::from_json(&body).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{body}");
+            assert!(err.message.contains("NUL"), "{}", err.message);
+        }
+        for patch in [
+            json!({"name": "x\u{0}"}),
+            json!({"description": "\u{0}"}),
+            // Even in a key the patch removes.
+            json!({"attributes": {"gone\u{0}": null}}),
+        ] {
+            let err = ProductPatch::from_json(&patch).unwrap_err();
+            assert!(err.message.contains("NUL"), "{patch}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn integers_may_be_written_as_integral_numbers() {
+        for (written, cents) in [(json!(100.0), 100), (json!(1e2), 100), (json!(0.0), 0)] {
+            let p = NewProduct::from_json(&with("price_cents", written)).unwrap();
+            assert_eq!(p.price_cents.get(), cents);
+        }
+        for bad in [json!(100.5), json!(1e300), json!(-0.5)] {
+            assert_eq!(
+                err_field(&with("price_cents", bad.clone())).as_deref(),
+                Some("price_cents"),
+                "{bad}"
+            );
+        }
+        let stock = |v: Value| StockUpdate::from_json(&json!({ "stock": v }));
+        assert_eq!(
+            stock(json!(9.0e18)).unwrap().stock.get(),
+            9_000_000_000_000_000_000
+        );
+        assert!(stock(json!(9.3e18)).is_err(), "beyond i64");
+        assert!(stock(json!(u64::MAX)).is_err(), "beyond i64");
+    }
+
+    #[test]
+    fn stock_bodies() {
+        assert_eq!(
+            StockUpdate::from_json(&json!({"stock": i64::MAX}))
+                .unwrap()
+                .stock
+                .get(),
+            i64::MAX
+        );
+        for (body, field) in [
+            (json!({"stock": -1}), Some("stock")),
+            (json!({"stock": null}), Some("stock")),
+            (json!({"stock": 1, "sku": "x"}), Some("sku")),
+            (json!({}), Some("stock")),
+            (json!([]), None),
+        ] {
+            let err = StockUpdate::from_json(&body).unwrap_err();
+            assert_eq!(err.field.as_deref(), field, "{body}");
+            assert!(!err.message.contains("PATCH"), "{}", err.message);
+        }
     }
 
     fn product() -> Product {
-        serde_json::from_value(json!({
-            "id": 1, "sku": "S", "name": "N", "description": "D", "category": "c",
-            "price_cents": 1, "currency": "USD", "featured": true,
-            "attributes": {"ram_gb": 16, "ports": {"usb": 2, "hdmi": 1}},
-            "version": 1, "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z"
-        }))
-        .unwrap()
+        let mut p = crate::fixtures::product(1, 1, "c", true);
+        p.description = "D".into();
+        p.attributes = json!({"ram_gb": 16, "ports": {"usb": 2, "hdmi": 1}})
+            .as_object()
+            .unwrap()
+            .clone();
+        p
     }
 
     #[test]
@@ -684,7 +996,7 @@ mod tests {
             Value::Object(out.attributes.into_inner()),
             json!({"ram_gb": 32, "ports": {"usb": 2}, "color": "grey"})
         );
-        assert_eq!(out.name.as_str(), "N");
+        assert_eq!(out.name.as_str(), "Thing", "untouched fields stay");
     }
 
     #[test]

@@ -7,15 +7,23 @@
 
 pub mod error;
 pub mod event;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod ids;
 pub mod input;
+pub mod lsn;
+pub mod params;
 pub mod product;
+pub mod schema;
+pub mod text;
 
 pub use error::ValidationError;
 pub use event::{ChangeEvent, EventKind};
 pub use ids::{ProductId, Version};
 pub use input::{
-    Attributes, Category, Currency, Description, NewProduct, PriceCents, ProductName, ProductPatch,
-    Sku, Stock,
+    Attributes, BulkPatchItem, Category, Currency, Description, NewProduct, PriceCents,
+    ProductName, ProductPatch, Sku, Stock, StockUpdate,
 };
+pub use lsn::Lsn;
+pub use params::{IfMatch, MinVersion, PageAfter, PageLimit, SearchText};
 pub use product::{Availability, Product};

@@ -58,17 +58,21 @@ impl Auditor {
     }
 
     /// Audits every `interval` until `shutdown`.
-    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
             }
             if let Err(e) = self.audit(GRACE).await {
-                tracing::debug!(error = %e, "audit skipped");
+                tracing::debug!(error = format!("{e:#}"), "audit skipped");
             }
         }
     }
@@ -82,6 +86,11 @@ impl Auditor {
             ..Report::default()
         };
         metrics::counter!("cache_audit_checked_total").increment(sample.len() as u64);
+        tracing::debug!(
+            checked = sample.len(),
+            suspects = suspects.len(),
+            "audit sampled"
+        );
         if suspects.is_empty() {
             return Ok(report);
         }

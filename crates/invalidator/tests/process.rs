@@ -6,10 +6,8 @@
 use std::{process::Stdio, time::Duration};
 
 use bus::{Outgoing, Publisher};
-use cache::{L2, L2Config};
 use chrono::Utc;
-use domain::{ChangeEvent, Product, ProductId, Version};
-use serde_json::json;
+use domain::{ChangeEvent, ProductId, Version};
 use test_support::TestEnv;
 use tokio::process::{Child, Command};
 
@@ -43,14 +41,7 @@ async fn ready(port: u16) {
 }
 
 fn event(id: i64, version: i64) -> ChangeEvent {
-    let product = |v: i64| -> Product {
-        serde_json::from_value(json!({
-            "id": id, "sku": format!("K-{id}"), "name": "Thing", "description": "", "category": "c",
-            "price_cents": v, "currency": "USD", "featured": false, "attributes": {}, "version": v,
-            "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z"
-        }))
-        .unwrap()
-    };
+    let product = |v: i64| test_support::domain_product(id, v, "c", false);
     ChangeEvent::upserted(Some(&product(version - 1)), &product(version), Utc::now())
 }
 
@@ -61,7 +52,11 @@ async fn sigkill_mid_stream_loses_nothing() {
     let mut first = spawn(&env, port);
     ready(port).await;
 
-    let publisher = Publisher::new(&test_support::amqp_url(), "test", env.topology());
+    let publisher = Publisher::new(
+        bus::Broker::new(&test_support::amqp_url(), Default::default()),
+        "test",
+        env.topology(),
+    );
     let publish = |events: Vec<ChangeEvent>| {
         let publisher = &publisher;
         async move {
@@ -74,6 +69,8 @@ async fn sigkill_mid_stream_loses_nothing() {
                 .map(|(mid, body)| Outgoing {
                     routing_key: "product.updated",
                     message_id: mid,
+                    correlation_id: None,
+                    correlation_ids: &[],
                     payload: body,
                 })
                 .collect();
@@ -93,16 +90,7 @@ async fn sigkill_mid_stream_loses_nothing() {
         published += publish(events).await;
     }
     // Kill it while it is working through them: no graceful anything.
-    let l2 = L2::new(&L2Config {
-        url: test_support::redis_url(),
-        cluster: false,
-        namespace: env.namespace.clone(),
-        ttl: Duration::from_secs(60),
-        negative_ttl: Duration::from_secs(5),
-        timeout: Duration::from_secs(1),
-        breaker: None,
-    })
-    .unwrap();
+    let l2 = env.l2();
     let probe = ProductId::new(1).unwrap();
     test_support::eventually(
         "the first process to be consuming",

@@ -7,76 +7,33 @@
 
 use std::time::Duration;
 
-use bus::{Outgoing, Publisher, lapin};
+use bus::{Outgoing, Publisher};
 use bytes::Bytes;
-use cache::{Entry, Family, L2, L2Config, ListHit};
+use cache::InvalidatorMode;
+use cache::{Entry, Family, L2, ListHit};
 use chrono::Utc;
 use domain::{ChangeEvent, NewProduct, Product, ProductId, Version};
-use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use serde_json::json;
-use service::{InvalidatorMode, Settings};
-use test_support::{Mode, Proxy, TestEnv};
-use tokio_util::sync::CancellationToken;
+use service::Settings;
+use test_support::{Mode, Proxy, Running, TestEnv};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Worker {
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    base: String,
-}
+type Worker = Running<()>;
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Worker {
-    /// Stops gracefully and waits until it has.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-}
-
+/// Starts an invalidator; consuming once readiness says so.
 async fn start(settings: Settings) -> Worker {
-    let app = invalidator::Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let task = tokio::spawn(app.run_until_stopped());
-    let worker = Worker {
-        shutdown,
-        task: Some(task),
-        base,
-    };
-    // Consuming once readiness says so.
+    let worker = test_support::run(invalidator::build, settings).await;
     test_support::until_ready("the invalidator", &worker.base).await;
     worker
 }
 
 fn l2(env: &TestEnv) -> L2 {
-    L2::new(&L2Config {
-        url: test_support::redis_url(),
-        cluster: false,
-        namespace: env.namespace.clone(),
-        ttl: Duration::from_secs(60),
-        negative_ttl: Duration::from_secs(5),
-        timeout: Duration::from_secs(1),
-        breaker: None,
-    })
-    .unwrap()
+    env.l2()
 }
 
 fn product(id: i64, version: i64, category: &str, featured: bool) -> Product {
-    serde_json::from_value(json!({
-        "id": id, "sku": format!("SKU-{id}"), "name": "Thing", "description": "", "category": category,
-        "price_cents": 100 * version, "currency": "USD", "featured": featured, "attributes": {},
-        "version": version, "created_at": "2026-11-26T09:00:00Z", "updated_at": "2026-11-26T09:00:00Z"
-    }))
-    .unwrap()
+    test_support::domain_product(id, version, category, featured)
 }
 
 fn update(id: i64, version: i64) -> ChangeEvent {
@@ -89,7 +46,11 @@ fn update(id: i64, version: i64) -> ChangeEvent {
 }
 
 async fn publish(env: &TestEnv, events: &[ChangeEvent]) {
-    let publisher = Publisher::new(&test_support::amqp_url(), "test", env.topology());
+    let publisher = Publisher::new(
+        bus::Broker::new(&test_support::amqp_url(), Default::default()),
+        "test",
+        env.topology(),
+    );
     let bodies: Vec<(String, String, Vec<u8>)> = events
         .iter()
         .map(|e| {
@@ -109,6 +70,8 @@ async fn publish_raw(publisher: &Publisher, bodies: &[(String, String, Vec<u8>)]
         .map(|(rk, id, body)| Outgoing {
             routing_key: rk,
             message_id: id,
+            correlation_id: None,
+            correlation_ids: &[],
             payload: body,
         })
         .collect();
@@ -116,25 +79,7 @@ async fn publish_raw(publisher: &Publisher, bodies: &[(String, String, Vec<u8>)]
     assert!(confirmed.iter().all(|c| *c));
 }
 
-/// Messages ready in a queue right now.
-async fn queue_len(name: &str) -> u32 {
-    let conn = bus::connect(&test_support::amqp_url(), "test-probe")
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    q.message_count()
-}
+use test_support::queue_len;
 
 async fn entry(l2: &L2, id: i64) -> Option<Entry> {
     l2.get(ProductId::new(id).unwrap()).await.unwrap()
@@ -164,10 +109,22 @@ async fn events_fence_products_and_bump_every_touched_family() {
         Family::Category("phones".into()),
     ];
     for f in &families {
-        let ListHit::Miss(g) = cache.list_get(f, "p").await.unwrap() else {
+        let ListHit::Miss(g) = cache.list_get(f, "p", domain::Lsn(0)).await.unwrap() else {
             panic!()
         };
-        assert!(cache.list_fill(f, "p", g.as_deref(), b"old").await.unwrap());
+        assert!(
+            cache
+                .list_fill(
+                    f,
+                    "p",
+                    g.as_deref(),
+                    domain::Lsn(u64::MAX),
+                    domain::Lsn(0),
+                    b"old"
+                )
+                .await
+                .unwrap()
+        );
     }
     let before = product(7, 3, "laptops", false);
     let after = product(7, 4, "tablets", true);
@@ -179,12 +136,18 @@ async fn events_fence_products_and_bump_every_touched_family() {
     until_entry(&cache, 7, Entry::tombstone(Version(4))).await;
     for f in &families[..5] {
         assert!(
-            matches!(cache.list_get(f, "p").await.unwrap(), ListHit::Miss(_)),
+            matches!(
+                cache.list_get(f, "p", domain::Lsn(0)).await.unwrap(),
+                ListHit::Miss(_)
+            ),
             "{f:?} bumped"
         );
     }
     assert_eq!(
-        cache.list_get(&families[5], "p").await.unwrap(),
+        cache
+            .list_get(&families[5], "p", domain::Lsn(0))
+            .await
+            .unwrap(),
         ListHit::Hit(Bytes::from_static(b"old")),
         "untouched family keeps its pages"
     );
@@ -198,7 +161,7 @@ async fn refresh_mode_writes_the_snapshot_through_the_cas() {
     let env = TestEnv::new().await;
     let cache = l2(&env);
     let mut settings = env.settings.clone();
-    settings.invalidator.set_mode(InvalidatorMode::Refresh);
+    settings.invalidator.mode = InvalidatorMode::Refresh;
     let _worker = start(settings).await;
     let e = update(9, 2);
     publish(&env, std::slice::from_ref(&e)).await;
@@ -212,7 +175,7 @@ async fn duplicated_and_reordered_deliveries_leave_the_highest_version() {
         let env = TestEnv::new().await;
         let cache = l2(&env);
         let mut settings = env.settings.clone();
-        settings.invalidator.set_mode(mode);
+        settings.invalidator.mode = mode;
         let worker = start(settings).await;
         let events: Vec<ChangeEvent> = [5, 3, 4, 5, 2, 5, 1, 4]
             .iter()
@@ -246,7 +209,11 @@ async fn malformed_messages_are_dead_lettered_at_once_and_poison_after_the_retri
     settings.invalidator.max_retries = 3;
     let worker = start(settings).await;
     let topology = env.topology();
-    let publisher = Publisher::new(&test_support::amqp_url(), "test", topology.clone());
+    let publisher = Publisher::new(
+        bus::Broker::new(&test_support::amqp_url(), Default::default()),
+        "test",
+        topology.clone(),
+    );
     publish_raw(
         &publisher,
         &[(
@@ -265,7 +232,8 @@ async fn malformed_messages_are_dead_lettered_at_once_and_poison_after_the_retri
     // WRONGTYPE on every delivery.
     let poisoned = ProductId::new(66).unwrap();
     let _: i64 = cache
-        .raw(
+        .command(
+            "test",
             redis::cmd("RPUSH")
                 .arg(cache.keys().product(poisoned))
                 .arg("x")
@@ -288,22 +256,15 @@ async fn malformed_messages_are_dead_lettered_at_once_and_poison_after_the_retri
         0,
         "nothing stuck"
     );
-    let metrics = reqwest::get(format!("{}/metrics", worker.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failed: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("invalidator_events_total{") && l.contains("outcome=\"failed\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let metrics = test_support::Metrics::of(&worker.base).await.unwrap();
+    let failed = metrics.sum_where(|l| {
+        l.starts_with("invalidator_events_total{") && l.contains("outcome=\"failed\"")
+    });
     assert_eq!(
         failed, 3.0,
         "processed exactly max_retries times before dead-lettering"
     );
+    let metrics = metrics.text();
     assert!(
         metrics.contains("invalidator_dead_lettered_total{reason=\"malformed\"} 1"),
         "{metrics}"
@@ -315,13 +276,65 @@ async fn malformed_messages_are_dead_lettered_at_once_and_poison_after_the_retri
     assert!(metrics.contains("invalidator_lag_seconds_bucket"));
 }
 
+/// Several events in one message, as the relay sends a run of one type:
+/// every event applies; a message Redis refuses one event of is retried
+/// and dead-lettered as a whole, its other events applied meanwhile.
+#[tokio::test]
+async fn a_batch_message_applies_every_event_and_settles_as_one() {
+    let env = TestEnv::new().await;
+    let cache = l2(&env);
+    let mut settings = env.settings.clone();
+    settings.invalidator.max_retries = 2;
+    let _worker = start(settings).await;
+    let topology = env.topology();
+    let publisher = Publisher::new(
+        bus::Broker::new(&test_support::amqp_url(), Default::default()),
+        "test",
+        topology.clone(),
+    );
+    let batch = |events: &[ChangeEvent]| {
+        (
+            "product.updated".to_owned(),
+            events[0].event_id.to_string(),
+            serde_json::to_vec(events).unwrap(),
+        )
+    };
+    publish_raw(
+        &publisher,
+        &[batch(&[update(80, 2), update(81, 5), update(82, 3)])],
+    )
+    .await;
+    until_entry(&cache, 80, Entry::tombstone(Version(2))).await;
+    until_entry(&cache, 81, Entry::tombstone(Version(5))).await;
+    until_entry(&cache, 82, Entry::tombstone(Version(3))).await;
+
+    let poisoned = ProductId::new(84).unwrap();
+    let _: i64 = cache
+        .command(
+            "test",
+            redis::cmd("RPUSH")
+                .arg(cache.keys().product(poisoned))
+                .arg("x")
+                .clone(),
+        )
+        .await
+        .unwrap();
+    publish_raw(&publisher, &[batch(&[update(83, 2), update(84, 2)])]).await;
+    until_entry(&cache, 83, Entry::tombstone(Version(2))).await;
+    test_support::eventually("the refused batch in the DLQ", WAIT, || async {
+        (queue_len(&topology.dead_letter_queue()).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(queue_len(&topology.invalidator_queue()).await, 0);
+}
+
 #[tokio::test]
 async fn a_redis_outage_holds_events_and_loses_none() {
     let env = TestEnv::new().await;
     let cache = l2(&env);
-    let proxy = Proxy::start("127.0.0.1:6379").await;
+    let (proxy, redis_url) = Proxy::for_url(&test_support::redis_url()).await;
     let mut settings = env.settings.clone();
-    settings.redis.url = proxy.url_for(&test_support::redis_url());
+    settings.redis.url = redis_url;
     let worker = start(settings).await;
     proxy.set(Mode::Down).await;
     let events: Vec<ChangeEvent> = (1..=20).map(|id| update(id, 3)).collect();
@@ -371,12 +384,12 @@ async fn the_auditor_finds_a_planted_stale_entry_and_can_repair_it() {
         "sku": "AUD-1", "name": "Audited", "category": "laptops", "price_cents": 1, "currency": "USD"
     }))
     .unwrap();
-    let p = db.create(&new).await.unwrap().value;
+    let p = db.create(&new, None).await.unwrap();
     let fresh = db.create(&NewProduct::from_json(&json!({
         "sku": "AUD-2", "name": "Fresh", "category": "laptops", "price_cents": 1, "currency": "USD"
-    })).unwrap()).await.unwrap().value;
+    })).unwrap(), None).await.unwrap();
     let patch = domain::ProductPatch::from_json(&json!({"price_cents": 2})).unwrap();
-    db.update(p.id, &patch, None).await.unwrap();
+    db.update(p.id, &patch, None, None).await.unwrap();
     // The cache serves version 1 of AUD-1 (as if its event had been lost)
     // and a current copy of AUD-2.
     cache
@@ -427,10 +440,9 @@ async fn the_auditor_flags_a_cached_not_found_for_an_existing_product() {
     let p = db
         .create(&NewProduct::from_json(&json!({
             "sku": "AUD-3", "name": "Exists", "category": "laptops", "price_cents": 1, "currency": "USD"
-        })).unwrap())
+        })).unwrap(), None)
         .await
-        .unwrap()
-        .value;
+        .unwrap();
     cache.fill(p.id, &Entry::absent()).await.unwrap();
     let mut auditor = invalidator::auditor::Auditor::new(cache.clone(), db, 10, true);
     let report = auditor.audit(Duration::from_millis(50)).await.unwrap();

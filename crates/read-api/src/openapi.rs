@@ -9,7 +9,7 @@ use utoipa::{OpenApi, ToSchema};
 pub struct ProductPage {
     items: Vec<domain::Product>,
     /// Pass as `after` for the next page; null on the last page.
-    next_after: Option<i64>,
+    next_after: Option<domain::ProductId>,
 }
 
 /// `{"items": [...]}`.
@@ -31,21 +31,6 @@ pub struct TrendingItems {
     items: Vec<TrendingItem>,
 }
 
-/// Every error: `{"error": {"code", "message", "field"?}}`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorResponse {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// bad_request, not_found, overloaded, unavailable.
-    #[schema(example = "bad_request")]
-    code: String,
-    message: String,
-    field: Option<String>,
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -61,12 +46,21 @@ pub struct ErrorDetail {
         crate::routes::availability,
     ),
     components(schemas(
-        ErrorResponse,
+        service::http::ErrorResponse,
         ProductPage,
         ProductItems,
         TrendingItems,
         domain::Product,
-        domain::Availability
-    ))
+        domain::Availability,
+        // Parameters: registered by hand, utoipa collects only bodies.
+        domain::ProductId,
+        domain::MinVersion,
+        domain::Category,
+        domain::PageLimit,
+        domain::PageAfter,
+        domain::SearchText,
+    )),
+    tags((name = "products", description = "Storefront reads. Every route also answers HEAD."),
+         (name = "operations", description = "Probes, metrics and this document."))
 )]
 pub struct ApiDoc;

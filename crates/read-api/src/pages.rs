@@ -8,11 +8,12 @@
 //! from a not-yet-bumped Redis page could outlive the event. One MGET per page
 //! keeps the freshness promise exact.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use cache::{Family, ListHit};
-use domain::{Product, ProductId};
+use domain::{Lsn, Product, ProductId};
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::{
@@ -73,84 +74,182 @@ struct ItemsBody<'a> {
     items: &'a [Product],
 }
 
+/// A page load in flight: the query, and the generation the requests that
+/// share it saw (`None`: Redis was away; `Some(None)`: no generation yet).
+/// A request that saw a newer generation never joins a load that began
+/// under an older one: its answer could predate the change it has seen.
+type FlightKey = (PageQuery, Option<Option<String>>);
+
+/// The WAL position of the newest change this instance has seen per list
+/// family, from its own events: a Redis page under an older generation is
+/// not served here (the invalidator has not bumped it yet). One entry per
+/// family a change touched: the catalog's categories, plus four.
+#[derive(Debug, Default)]
+pub struct FamilyFloors(Mutex<HashMap<Family, Lsn>>);
+
+impl FamilyFloors {
+    /// Notes the families an event touches.
+    pub fn observe(&self, event: &domain::ChangeEvent) {
+        let mut floors = self.0.lock();
+        for bump in cache::plan::bumps([event]) {
+            let at = floors.entry(bump.family).or_default();
+            *at = (*at).max(bump.lsn);
+        }
+    }
+
+    fn get(&self, family: &Family) -> Lsn {
+        self.0.lock().get(family).copied().unwrap_or_default()
+    }
+}
+
 /// Cached pages, sharing the read path's Postgres, Redis and limiter.
 pub struct Pages {
     read: Arc<ReadPath>,
-    flights: SingleFlight<PageQuery, Result<Bytes, ReadError>>,
+    floors: Arc<FamilyFloors>,
+    flights: SingleFlight<FlightKey, Result<Bytes, ReadError>>,
+    /// Pages asked for once within [`ADMIT_WINDOW`] (their hash): the next
+    /// ask stores the page.
+    asked: moka::sync::Cache<u64, ()>,
+    /// One hasher for those (a fresh one per call would never match).
+    hasher: std::collections::hash_map::RandomState,
 }
 
+/// A page is stored in Redis on the second ask within this window.
+const ADMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Pages remembered for admission, per instance.
+const ADMIT_REMEMBERED: u64 = 10_000;
+
 impl Pages {
-    pub fn new(read: Arc<ReadPath>) -> Self {
+    pub fn new(read: Arc<ReadPath>, floors: Arc<FamilyFloors>) -> Self {
         Self {
             read,
+            floors,
             flights: SingleFlight::default(),
+            asked: moka::sync::Cache::builder()
+                .max_capacity(ADMIT_REMEMBERED)
+                .time_to_live(ADMIT_WINDOW)
+                .build(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// Whether a page may be stored: once it was asked for before, lately.
+    /// A popular page costs one more Postgres query per Redis lifetime; a
+    /// page nobody asks for twice (a random category, cursor or search)
+    /// costs Redis nothing.
+    fn admit(&self, query: &PageQuery) -> bool {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(query);
+        if self.asked.contains_key(&key) {
+            true
+        } else {
+            self.asked.insert(key, ());
+            metrics::counter!("cache_pages_not_admitted_total").increment(1);
+            false
         }
     }
 
     /// The page's JSON body and where it came from.
     pub async fn get(self: &Arc<Self>, query: PageQuery) -> Result<(Bytes, Tier), ReadError> {
-        let (l2, enabled) = (self.read.l2.clone(), self.read.cache_enabled);
-        let Some(l2) = l2.filter(|_| enabled) else {
-            return Ok((self.query(&query).await?, Tier::Db));
-        };
+        let l2 = self.read.l2.clone();
         let family = query.family();
         let page = query.page_key();
-        let seen = match l2.list_get(&family, &page).await {
+        // A page under a generation older than a change this instance has
+        // already seen (the invalidator has not bumped the family yet) is a
+        // miss; storing the page read now under that generation is harmless
+        // (it is newer).
+        let floor = self.floors.get(&family);
+        let seen = match l2.list_get(&family, &page, floor).await {
             Ok(ListHit::Hit(body)) => {
                 metrics::counter!("cache_hits_total", "tier" => "l2_page").increment(1);
                 return Ok((body, Tier::L2));
             }
-            Ok(ListHit::Miss(generation)) => Some(generation),
+            Ok(ListHit::Miss(generation)) => {
+                // The change that made this generation is seen from now on:
+                // this read, and any later one, waits for a replica to have
+                // it (design rule 8).
+                if let Some(lsn) = generation.as_deref().and_then(cache::keys::generation_lsn) {
+                    self.read.db.seen.observe(lsn);
+                }
+                Some(generation)
+            }
             // Redis away: serve from Postgres, fill nothing.
             Err(_) => None,
         };
         metrics::counter!("cache_misses_total", "tier" => "l2_page").increment(1);
+        // A page is stored only once it was asked for lately: search text,
+        // categories and cursors come from anonymous clients, and must not
+        // fill Redis with pages nobody asks for twice.
+        let seen = seen.filter(|_| self.admit(&query));
         let this = Arc::clone(self);
         let q = query.clone();
+        let key = (query, seen.clone());
+        // Read before the query: the data will have at least this.
+        let known = self.read.db.seen.get().max(floor);
         let (body, _) = self
             .flights
-            .run(query, async move {
-                let body = this.query(&q).await?;
+            .run(key, async move {
+                let (body, data_at) = this.query(&q).await?;
                 if let Some(generation) = seen {
                     let _ = l2
-                        .list_fill(&q.family(), &q.page_key(), generation.as_deref(), &body)
+                        .list_fill(
+                            &q.family(),
+                            &q.page_key(),
+                            generation.as_deref(),
+                            data_at,
+                            known,
+                            &body,
+                        )
                         .await;
                 }
                 Ok(body)
             })
             .await;
-        let body = body.unwrap_or_else(|| Err(ReadError::Internal("page load failed".into())))?;
+        let body = body.unwrap_or(Err(ReadError::LoadLost))?;
         Ok((body, Tier::Db))
     }
 
-    /// Runs the page's query and serializes the answer.
-    async fn query(&self, query: &PageQuery) -> Result<Bytes, ReadError> {
-        let _slot = self.read.limiter.acquire().await?;
-        let db = self.read.replica.as_ref().unwrap_or(&self.read.primary);
-        let json = match query {
-            PageQuery::List {
-                category,
-                after,
-                limit,
-            } => {
-                let page = db.list(category.as_deref(), *after, *limit).await?;
-                serde_json::to_vec(&ListBody {
-                    items: &page.items,
-                    next_after: page.next_after,
+    /// Runs the page's query and serializes the answer; also returns the WAL
+    /// position the data is at least at (the replica's replay position, or
+    /// everything for the primary).
+    async fn query(&self, query: &PageQuery) -> Result<(Bytes, Lsn), ReadError> {
+        let (rows, at) = self
+            .read
+            .db
+            .query(async |db| {
+                db.read(|source| async move {
+                    Ok(match query {
+                        PageQuery::List {
+                            category,
+                            after,
+                            limit,
+                        } => Rows::Page(source.list(category.as_deref(), *after, *limit).await?),
+                        PageQuery::Featured { limit } => {
+                            Rows::Items(source.featured(*limit).await?)
+                        }
+                        PageQuery::Search { q, limit } => {
+                            Rows::Items(source.search(q, *limit).await?)
+                        }
+                    })
                 })
-            }
-            PageQuery::Featured { limit } => {
-                let items = db.featured(*limit).await?;
-                serde_json::to_vec(&ItemsBody { items: &items })
-            }
-            PageQuery::Search { q, limit } => {
-                let items = db.search(q, *limit).await?;
-                serde_json::to_vec(&ItemsBody { items: &items })
-            }
-        };
-        json.map(Bytes::from)
-            .map_err(|e| ReadError::Internal(e.to_string()))
+                .await
+            })
+            .await?;
+        let json = match rows {
+            Rows::Page(page) => serde_json::to_vec(&ListBody {
+                items: &page.items,
+                next_after: page.next_after,
+            }),
+            Rows::Items(items) => serde_json::to_vec(&ItemsBody { items: &items }),
+        }?;
+        Ok((Bytes::from(json), at))
     }
+}
+
+/// What a page query read.
+enum Rows {
+    Page(store::Page),
+    Items(Vec<Product>),
 }
 
 /// Normalizes a search query for the cache key: results do not depend on

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use cache::{Entry, FenceKind, L1, L2, State};
-use domain::{ProductId, Version};
-use store::{Db, StoreError};
+use domain::{Lsn, ProductId, Version};
+use store::StoreError;
 
-use crate::{limiter::Limiter, singleflight::SingleFlight};
+use crate::{db::Databases, singleflight::SingleFlight};
 
 /// Where an answer came from; sent as `X-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,32 +41,40 @@ pub struct Answer {
     pub tier: Tier,
 }
 
-/// Why a read could not be answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a read could not be answered. Clone: a failed load is handed to
+/// every caller that joined it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
     #[error("too many database queries in flight")]
     Overloaded,
-    #[error("database unavailable")]
-    Unavailable,
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for ReadError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(detail) => {
-                tracing::warn!(error.detail = %detail, "postgres unavailable");
-                Self::Unavailable
-            }
-            other => Self::Internal(other.to_string()),
-        }
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not encode the answer")]
+    Encode(#[source] Arc<serde_json::Error>),
+    /// The shared load's task panicked (a bug; the panic is logged).
+    #[error("the load in flight was lost")]
+    LoadLost,
 }
 
 impl From<crate::limiter::Saturated> for ReadError {
     fn from(_: crate::limiter::Saturated) -> Self {
         Self::Overloaded
+    }
+}
+
+impl From<serde_json::Error> for ReadError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Encode(Arc::new(e))
+    }
+}
+
+impl From<ReadError> for service::http::ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Overloaded => Self::Overloaded,
+            ReadError::Store(e) => e.into(),
+            e @ (ReadError::Encode(_) | ReadError::LoadLost) => Self::Internal(Box::new(e)),
+        }
     }
 }
 
@@ -120,36 +128,39 @@ impl Counters {
 
 /// The read path's shared state.
 pub struct ReadPath {
+    /// This instance's cache ([`L1::off`] when disabled).
     pub l1: L1,
-    /// `None` when caching is disabled.
-    pub l2: Option<L2>,
-    pub primary: Db,
-    /// A read replica; `None` reads the primary.
-    pub replica: Option<Db>,
-    pub limiter: Limiter,
-    /// false: every read goes to Postgres (`cache.enabled = false`).
-    pub cache_enabled: bool,
+    /// Redis ([`L2::off`] when caching is disabled).
+    pub l2: L2,
+    pub db: Databases,
     flights: SingleFlight<ProductId, Result<Loaded, ReadError>>,
+    /// Products asked for at a `min_version` Postgres did not have, with
+    /// what it had, for [`BEYOND_FOR`]: a client asking for a version that
+    /// does not exist costs one primary query per product per interval, not
+    /// one per request.
+    beyond: moka::sync::Cache<ProductId, Arc<Entry>>,
     counters: Counters,
 }
 
+/// How long a "Postgres does not have that version" answer is reused. It is
+/// reused only while this instance knows nothing newer: once the event of a
+/// commit arrives (milliseconds after it), the next read asks Postgres
+/// again. So a client that writes N and reads `min_version=N` at once could
+/// be given the older answer only if someone else asked for N before it
+/// existed, within this interval and before the event: kept short for that.
+const BEYOND_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl ReadPath {
-    pub fn new(
-        l1: L1,
-        l2: Option<L2>,
-        primary: Db,
-        replica: Option<Db>,
-        limiter: Limiter,
-        cache_enabled: bool,
-    ) -> Self {
+    pub fn new(l1: L1, l2: L2, db: Databases) -> Self {
         Self {
             l1,
             l2,
-            primary,
-            replica,
-            limiter,
-            cache_enabled,
+            db,
             flights: SingleFlight::default(),
+            beyond: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(BEYOND_FOR)
+                .build(),
             counters: Counters::new(),
         }
     }
@@ -161,14 +172,9 @@ impl ReadPath {
         id: ProductId,
         min_version: Version,
     ) -> Result<Answer, ReadError> {
-        if !self.cache_enabled {
-            let loaded = self.load(id, min_version, false, 0).await?;
-            return Ok(Answer {
-                entry: loaded.entry,
-                tier: Tier::Db,
-            });
-        }
-        let mut floor = min_version;
+        // What this instance has learned, and what the client has seen.
+        let mut known = self.l1.floor(id);
+        let mut floor = min_version.max(known);
         // Fills from this read are refused if L1 is cleared meanwhile.
         let epoch = self.l1.epoch();
 
@@ -189,8 +195,8 @@ impl ReadPath {
         }
 
         let mut redis_ok = false;
-        if let Some(l2) = &self.l2 {
-            match l2.get(id).await {
+        if self.l2.is_on() {
+            match self.l2.get(id).await {
                 Ok(Some(entry)) => {
                     redis_ok = true;
                     match judge(&entry, floor) {
@@ -203,7 +209,16 @@ impl ReadPath {
                                 tier: Tier::L2,
                             });
                         }
-                        Verdict::Floor(f) => floor = f,
+                        Verdict::Floor(f) => {
+                            if entry.state == State::Tombstone {
+                                // Redis knows of a change: remember it
+                                // beyond this read (a failover could lose
+                                // the tombstone, a tombstone expires).
+                                self.l1.learn(id, entry.version).await;
+                                known = known.max(entry.version);
+                            }
+                            floor = f;
+                        }
                     }
                 }
                 Ok(None) => redis_ok = true,
@@ -212,7 +227,22 @@ impl ReadPath {
             self.counters.l2_misses.increment(1);
         }
 
+        if min_version > known
+            && let Some(entry) = self.beyond.get(&id)
+            && entry.version >= known
+        {
+            // Postgres did not have `min_version` a moment ago, and nothing
+            // newer has been seen since: answer that read again rather than
+            // ask the primary for every such request.
+            return Ok(Answer {
+                entry,
+                tier: Tier::Db,
+            });
+        }
         let loaded = self.load_shared(id, floor, redis_ok, epoch).await?;
+        if loaded.entry.version < min_version {
+            self.beyond.insert(id, Arc::clone(&loaded.entry));
+        }
         Ok(Answer {
             entry: loaded.entry,
             tier: Tier::Db,
@@ -247,8 +277,7 @@ impl ReadPath {
                 async move { this.load(id, floor, redis_ok, epoch).await },
             )
             .await;
-        let loaded =
-            shared.unwrap_or_else(|| Err(ReadError::Internal("load task failed".into())))?;
+        let loaded = shared.unwrap_or(Err(ReadError::LoadLost))?;
         if loaded.floor < floor && loaded.entry.version < floor {
             return self.load(id, floor, redis_ok, epoch).await;
         }
@@ -263,37 +292,47 @@ impl ReadPath {
         redis_ok: bool,
         epoch: u64,
     ) -> Result<Loaded, ReadError> {
-        let row = {
-            let _slot = self.limiter.acquire().await?;
-            let source = self.replica.as_ref().unwrap_or(&self.primary);
-            let mut row = source.product(id).await?;
-            let short = row
-                .as_ref()
-                .map_or(floor > Version::ZERO, |p| p.version < floor);
-            if self.replica.is_some() && short {
-                // The replica lags behind what the cache or the client
-                // already knows: ask the primary.
-                metrics::counter!("db_replica_fallbacks_total").increment(1);
-                row = self.primary.product(id).await?;
-            }
-            row
-        };
+        let row = self
+            .db
+            .query(async |db| {
+                let (row, at) = db
+                    .read(|source| async move { source.product(id).await })
+                    .await?;
+                let short = row
+                    .as_ref()
+                    .map_or(floor > Version::ZERO, |p| p.version < floor);
+                if short && at != Lsn(u64::MAX) {
+                    // The replica lags behind what the cache or the client
+                    // already knows: ask the primary, and from now on wait
+                    // for the replica to have what the primary had.
+                    db.count_fallback();
+                    let row = db.primary.product(id).await?;
+                    db.learn_primary_position().await;
+                    return Ok(row);
+                }
+                Ok(row)
+            })
+            .await?;
         let entry = Arc::new(match row {
-            Some(p) => Entry::product(&p).map_err(|e| ReadError::Internal(e.to_string()))?,
+            Some(p) => Entry::product(&p)?,
             None => Entry::absent(),
         });
-        if self.cache_enabled {
-            let l1_may_fill = match (&self.l2, redis_ok) {
-                // L2 is the shared authority: if it refuses, it knows of a
-                // newer version or a fence, and L1 must not hold ours.
-                (Some(l2), true) => l2.fill(id, &entry).await.unwrap_or(true),
-                // Redis is away: L1 is still fenced by this instance's own
-                // event subscription.
-                _ => true,
-            };
-            if l1_may_fill {
-                self.l1.fill(id, Arc::clone(&entry), epoch).await;
-            }
+        // L2 is the shared authority: if it refuses, it knows of a newer
+        // version or a fence, and L1 must not hold ours. Redis away (or
+        // caching off): L1 is still fenced by this instance's own event
+        // subscription.
+        let l2_fill = if redis_ok {
+            Some(self.l2.fill(id, &entry).await)
+        } else {
+            None
+        };
+        if !matches!(l2_fill, Some(Ok(_))) && entry.version > Version::ZERO {
+            // Redis may still hold an older copy that this read could not
+            // replace: this instance must not take it for an answer later.
+            self.l1.learn(id, entry.version).await;
+        }
+        if !matches!(l2_fill, Some(Ok(false))) {
+            self.l1.fill(id, Arc::clone(&entry), epoch).await;
         }
         Ok(Loaded { entry, floor })
     }

@@ -11,32 +11,46 @@ use actix_web::{
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use cache::State as EntryState;
-use domain::{Category, ProductId, Version};
-use service::http::{self, ApiError, Query};
+use domain::{Category, MinVersion, PageAfter, PageLimit, ProductId, SearchText, Version};
+use service::http::{self, ApiError, ErrorResponse, Query, parse_id};
 
 use crate::{
     AppState,
     pages::{PageQuery, normalize_query},
-    read_path::{ReadError, Tier},
+    read_path::Tier,
 };
 
-const MAX_LIMIT: i64 = 100;
-const DEFAULT_LIMIT: i64 = 20;
+/// Every route here answers GET and HEAD (the same status and headers, no
+/// body); any other method gets a 405 naming them.
+const METHODS: &str = "GET, HEAD";
 
-impl From<ReadError> for ApiError {
-    fn from(e: ReadError) -> Self {
-        match e {
-            ReadError::Overloaded => ApiError::Overloaded,
-            ReadError::Unavailable => ApiError::Unavailable("the database"),
-            ReadError::Internal(detail) => ApiError::Internal(detail),
-        }
-    }
-}
-
-fn parse_id(raw: &str) -> Result<ProductId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::BadRequest(format!("id must be a positive 64-bit integer, got {raw:?}"))
-    })
+/// The storefront's routes (the scaffold adds probes, metrics, openapi).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/products")
+            .service(
+                web::resource("")
+                    .route(http::get_or_head().to(list))
+                    .default_service(http::method_not_allowed(METHODS)),
+            )
+            .service(
+                web::resource("/search")
+                    .route(http::get_or_head().to(search))
+                    .default_service(http::method_not_allowed(METHODS)),
+            )
+            .service(
+                web::resource("/featured")
+                    .route(http::get_or_head().to(featured))
+                    .default_service(http::method_not_allowed(METHODS)),
+            )
+            .service(
+                web::resource("/trending")
+                    .route(http::get_or_head().to(trending))
+                    .default_service(http::method_not_allowed(METHODS)),
+            )
+            // `/{id}` and `/{id}/availability`, without a regex.
+            .default_service(web::to(by_id)),
+    );
 }
 
 fn json(mut builder: HttpResponseBuilder, tier: Tier, body: Bytes) -> HttpResponse {
@@ -65,15 +79,21 @@ fn not_modified(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// A product, from the nearest tier that may answer it.
-#[utoipa::path(get, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Product id"),
-           ("min_version" = Option<i64>, Query, description = "Never answer with an older version if Postgres has this one (read-your-writes)"),
-           ("If-None-Match" = Option<String>, Header, description = "ETag of a cached copy")),
+#[utoipa::path(get, path = "/products/{id}", tag = "products", operation_id = "getProduct",
+    params(("id" = ProductId, Path, description = "Product id"),
+           ("min_version" = Option<MinVersion>, Query),
+           ("If-None-Match" = Option<String>, Header, description = "ETags of cached copies: a list, weak tags and * accepted")),
     responses(
-        (status = 200, body = domain::Product, headers(("ETag" = String), ("X-Cache" = String, description = "HIT-L1, HIT-L2 or MISS"))),
-        (status = 304, description = "The client's copy is current"),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 503, body = crate::openapi::ErrorResponse)))]
+        (status = 200, description = "The product", body = domain::Product,
+         headers(("ETag" = String, description = "The quoted version"),
+                 ("X-Cache" = String, description = "Which tier answered: HIT-L1, HIT-L2 or MISS (Postgres)"),
+                 ("Cache-Control" = String, description = "no-cache: a cache may keep it, but must revalidate with If-None-Match"))),
+        (status = 304, description = "If-None-Match names the current version",
+         headers(("ETag" = String), ("X-Cache" = String), ("Cache-Control" = String))),
+        (status = 400, description = "Bad id or min_version", body = ErrorResponse),
+        (status = 404, description = "No such product (or deleted)", body = ErrorResponse,
+         headers(("X-Cache" = String))),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn product(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -82,18 +102,8 @@ pub async fn product(
     let id = parse_id(raw_id)?;
     let query = Query::parse(&req)?;
     let min_version = query
-        .opt::<i64>("min_version", "a positive integer")?
-        .map(|v| {
-            if v >= 1 {
-                Ok(Version(v))
-            } else {
-                Err(ApiError::BadRequest(
-                    "min_version must be a positive integer".into(),
-                ))
-            }
-        })
-        .transpose()?
-        .unwrap_or(Version::ZERO);
+        .int("min_version", MinVersion::new)?
+        .map_or(Version::ZERO, MinVersion::get);
     let answer = state.read.product(id, min_version).await?;
     let EntryState::Value(body) = &answer.entry.state else {
         let err = ApiError::NotFound(format!("product {id} not found"));
@@ -104,7 +114,10 @@ pub async fn product(
         );
         return Ok(res);
     };
-    state.views.record(id);
+    // A HEAD (a cache revalidating, a link checker) is not a view.
+    if req.method() == Method::GET {
+        state.views.record(id);
+    }
     let etag = format!("\"{}\"", answer.entry.version);
     let status = if not_modified(&req, &etag) {
         StatusCode::NOT_MODIFIED
@@ -140,8 +153,8 @@ pub async fn by_id(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
         Some(_) => return http::not_found(req).await,
     };
     req.extensions_mut().insert(http::RouteLabel(route));
-    if req.method() != Method::GET {
-        return Err(ApiError::MethodNotAllowed("GET"));
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed(METHODS));
     }
     match tail {
         None => product(state, req.clone(), raw_id).await,
@@ -150,35 +163,30 @@ pub async fn by_id(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpR
 }
 
 fn limit(query: &Query) -> Result<i64, ApiError> {
-    query.int_in("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
+    Ok(query
+        .int("limit", PageLimit::new)?
+        .unwrap_or_default()
+        .get())
 }
 
 /// A keyset page of products, optionally of one category, by id.
-#[utoipa::path(get, path = "/products", tag = "products",
-    params(("category" = Option<String>, Query, description = "Only this category"),
-           ("limit" = Option<i64>, Query, description = "1–100, default 20"),
-           ("after" = Option<i64>, Query, description = "The previous page's next_after")),
-    responses((status = 200, body = crate::openapi::ProductPage, headers(("X-Cache" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)))]
+#[utoipa::path(get, path = "/products", tag = "products", operation_id = "listProducts",
+    params(("category" = Option<Category>, Query, description = "Only this category"),
+           ("limit" = Option<PageLimit>, Query),
+           ("after" = Option<PageAfter>, Query)),
+    responses((status = 200, description = "A page, by id", body = crate::openapi::ProductPage,
+               headers(("X-Cache" = String, description = "HIT-L2 or MISS"))),
+        (status = 400, description = "Bad category, limit or after", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
     let category = query
-        .str("category")
-        .map(|c| {
-            Category::parse(c)
-                .map(Category::into_inner)
-                .map_err(ApiError::BadRequest)
-        })
-        .transpose()?;
-    let after = match query.opt::<i64>("after", "a product id (a non-negative integer)")? {
-        None | Some(0) => None,
-        Some(a) => Some(ProductId::new(a).map_err(|_| {
-            ApiError::BadRequest("after must be a product id (a non-negative integer)".into())
-        })?),
-    };
+        .text("category", Category::parse)?
+        .map(Category::into_inner);
+    let after = query.int("after", PageAfter::new)?.unwrap_or_default();
     let page = PageQuery::List {
         category,
-        after,
+        after: after.get(),
         limit: limit(&query)?,
     };
     let (body, tier) = state.pages.get(page).await?;
@@ -186,10 +194,12 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
 }
 
 /// Featured products.
-#[utoipa::path(get, path = "/products/featured", tag = "products",
-    params(("limit" = Option<i64>, Query, description = "1–100, default 20")),
-    responses((status = 200, body = crate::openapi::ProductItems, headers(("X-Cache" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)))]
+#[utoipa::path(get, path = "/products/featured", tag = "products", operation_id = "featuredProducts",
+    params(("limit" = Option<PageLimit>, Query)),
+    responses((status = 200, description = "Featured products, by id", body = crate::openapi::ProductItems,
+               headers(("X-Cache" = String, description = "HIT-L2 or MISS"))),
+        (status = 400, description = "Bad limit", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn featured(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -203,27 +213,23 @@ pub async fn featured(
 }
 
 /// Full-text search over name, category and description, best match first.
-#[utoipa::path(get, path = "/products/search", tag = "products",
-    params(("q" = String, Query, description = "1–200 characters; web-search syntax: \"phrase\", -exclude, or"),
-           ("limit" = Option<i64>, Query, description = "1–100, default 20")),
-    responses((status = 200, body = crate::openapi::ProductItems, headers(("X-Cache" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)))]
+#[utoipa::path(get, path = "/products/search", tag = "products", operation_id = "searchProducts",
+    params(("q" = SearchText, Query),
+           ("limit" = Option<PageLimit>, Query)),
+    responses((status = 200, description = "Matches, best first", body = crate::openapi::ProductItems,
+               headers(("X-Cache" = String, description = "HIT-L2 or MISS"))),
+        (status = 400, description = "Bad q or limit", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn search(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
-    let raw = query
-        .str("q")
-        .ok_or_else(|| ApiError::BadRequest("q is required".into()))?;
-    let chars = raw.chars().count();
-    if chars == 0 || chars > 200 || raw.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "q must be 1-200 characters, not blank".into(),
-        ));
-    }
+    let q = query
+        .text("q", SearchText::parse)?
+        .ok_or_else(|| ApiError::bad_parameter("q", "q is required"))?;
     let page = PageQuery::Search {
-        q: normalize_query(raw),
+        q: normalize_query(q.as_str()),
         limit: limit(&query)?,
     };
     let (body, tier) = state.pages.get(page).await?;
@@ -231,27 +237,29 @@ pub async fn search(
 }
 
 /// The most viewed products over the last 24 hours.
-#[utoipa::path(get, path = "/products/trending", tag = "products",
-    params(("limit" = Option<i64>, Query, description = "1–100, default 20")),
-    responses((status = 200, body = crate::openapi::TrendingItems,
-               headers(("X-Degraded" = Option<String>, description = "`trending` when Redis is unavailable: featured products with views 0"))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)))]
+#[utoipa::path(get, path = "/products/trending", tag = "products", operation_id = "trendingProducts",
+    params(("limit" = Option<PageLimit>, Query)),
+    responses((status = 200, description = "Most viewed first", body = crate::openapi::TrendingItems,
+               headers(("X-Degraded" = String, description = "Only when Redis is unavailable: `trending`, and the items are featured products with views 0"))),
+        (status = 400, description = "Bad limit", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn trending(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::parse(&req)?;
     let limit = limit(&query)?;
-    let limit_usize = usize::try_from(limit).unwrap_or(20);
-    let ranked = match state.trending_l2.trending(limit_usize).await {
-        Ok(top) if top.is_empty() => {
-            // No top list yet (fresh deployment, or it expired): make one
-            // now rather than answer empty until the next periodic roll-up.
-            let now = chrono::Utc::now().timestamp();
-            let _ = state.trending_l2.rollup_trending(now, None).await;
-            state.trending_l2.trending(limit_usize).await.ok()
+    let limit_usize = usize::try_from(limit).unwrap_or_default();
+    let ranked = match state.redis.trending(limit_usize).await {
+        Ok(top) => {
+            if top.is_empty() {
+                // No top list yet (a fresh deployment, or it expired): ask
+                // the trending task for one now rather than wait for its
+                // next turn. It rolls up under the cross-instance lock.
+                state.rollup.notify_one();
+            }
+            Some(top)
         }
-        Ok(top) => Some(top),
         Err(_) => None,
     };
     let Some(ranked) = ranked else {
@@ -285,14 +293,16 @@ pub async fn trending(
 /// Trending without Redis: featured products, zero views, flagged.
 async fn degraded_trending(state: &AppState, limit: i64) -> Result<HttpResponse, ApiError> {
     metrics::counter!("trending_degraded_total").increment(1);
-    let _slot = state
+    let featured = state
         .read
-        .limiter
-        .acquire()
-        .await
-        .map_err(ReadError::from)?;
-    let db = state.read.replica.as_ref().unwrap_or(&state.read.primary);
-    let featured = db.featured(limit).await.map_err(ReadError::from)?;
+        .db
+        .query(async |db| {
+            let (featured, _) = db
+                .read(|source| async move { source.featured(limit).await })
+                .await?;
+            Ok(featured)
+        })
+        .await?;
     let items: Vec<_> = featured
         .iter()
         .map(|p| serde_json::json!({"product": p, "views": 0}))
@@ -303,60 +313,28 @@ async fn degraded_trending(state: &AppState, limit: i64) -> Result<HttpResponse,
 }
 
 /// Stock on hand, always read live from the primary; never cached.
-#[utoipa::path(get, path = "/products/{id}/availability", tag = "products",
-    params(("id" = i64, Path, description = "Product id")),
-    responses((status = 200, body = domain::Availability, headers(("Cache-Control" = String, description = "no-store"))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 404, body = crate::openapi::ErrorResponse),
-        (status = 503, body = crate::openapi::ErrorResponse)))]
+#[utoipa::path(get, path = "/products/{id}/availability", tag = "products", operation_id = "getAvailability",
+    params(("id" = ProductId, Path, description = "Product id")),
+    responses((status = 200, description = "Stock on hand, live", body = domain::Availability,
+               headers(("Cache-Control" = String, description = "no-store: no cache may keep it"))),
+        (status = 400, description = "Bad id", body = ErrorResponse),
+        (status = 404, description = "No such product", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable or overloaded", body = ErrorResponse)))]
 pub async fn availability(
     state: web::Data<AppState>,
     raw_id: &str,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(raw_id)?;
-    let found = {
-        let _slot = state
-            .read
-            .limiter
-            .acquire()
-            .await
-            .map_err(ReadError::from)?;
-        state
-            .read
-            .primary
-            .availability(id)
-            .await
-            .map_err(ReadError::from)?
-    };
+    let found = state
+        .read
+        .db
+        .query(async |db| db.primary.availability(id).await)
+        .await?;
     let availability =
         found.ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(availability))
-}
-
-/// `GET /readyz`: ready while Postgres answers; Redis and the event
-/// subscription are reported but optional.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    use service::http::{Check, readiness};
-    let postgres = Check::from_result(true, state.read.primary.ping().await);
-    let mut checks = vec![("postgres", postgres)];
-    if let Some(replica) = &state.read.replica {
-        checks.push((
-            "postgres_replica",
-            Check::from_result(false, replica.ping().await),
-        ));
-    }
-    checks.push((
-        "redis",
-        Check::from_result(false, state.trending_l2.ping().await),
-    ));
-    let events = if state.subscribed.load(std::sync::atomic::Ordering::Acquire) {
-        Ok(())
-    } else {
-        Err("not subscribed; L1 relies on its TTL")
-    };
-    checks.push(("rabbitmq", Check::from_result(false, events)));
-    readiness(checks)
 }
 
 #[cfg(test)]

@@ -2,19 +2,17 @@
 //!
 //! The load runs as its own task, so a client that hangs up does not cancel
 //! the work others wait for (and the cache still gets filled). The task
-//! removes its slot when done, so a caller arriving afterwards starts a fresh
-//! load rather than reusing an old answer.
+//! removes its slot when done (or when it panics: a guard does it), so a
+//! caller arriving afterwards starts a fresh load rather than reusing an old
+//! answer or waiting on a dead one.
 
-use std::{
-    collections::HashMap,
-    hash::Hash,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, hash::Hash, sync::Arc};
 
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
+use parking_lot::Mutex;
 
 type Slot<V> = Shared<BoxFuture<'static, Option<V>>>;
 
@@ -42,20 +40,18 @@ where
         F: std::future::Future<Output = V> + Send + 'static,
     {
         let (slot, leader) = {
-            let Ok(mut flights) = self.flights.lock() else {
-                return (None, true);
-            };
+            let mut flights = self.flights.lock();
             match flights.get(&key) {
                 Some(slot) => (slot.clone(), false),
                 None => {
-                    let map = Arc::clone(&self.flights);
-                    let k = key.clone();
+                    let done = Done {
+                        flights: Arc::clone(&self.flights),
+                        key: Some(key.clone()),
+                    };
                     let task = tokio::spawn(async move {
-                        let v = load.await;
-                        if let Ok(mut flights) = map.lock() {
-                            flights.remove(&k);
-                        }
-                        v
+                        // Frees the slot however the load ends.
+                        let _done = done;
+                        load.await
                     });
                     let slot: Slot<V> = async move { task.await.ok() }.boxed().shared();
                     flights.insert(key, slot.clone());
@@ -69,7 +65,21 @@ where
     /// Loads in flight right now.
     #[cfg(test)]
     pub fn in_flight(&self) -> usize {
-        self.flights.lock().map_or(0, |f| f.len())
+        self.flights.lock().len()
+    }
+}
+
+/// Removes a flight's slot when its load task ends, panics included.
+struct Done<K: Eq + Hash, V: Clone> {
+    flights: Arc<Mutex<HashMap<K, Slot<V>>>>,
+    key: Option<K>,
+}
+
+impl<K: Eq + Hash, V: Clone> Drop for Done<K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.flights.lock().remove(&key);
+        }
     }
 }
 
@@ -109,6 +119,16 @@ mod tests {
             .run(1, async move { loads2.fetch_add(1, Ordering::SeqCst) + 1 })
             .await;
         assert_eq!((v, leader), (Some(2), true));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_load_frees_its_slot() {
+        let sf: SingleFlight<u32, u32> = SingleFlight::default();
+        let (v, _) = sf.run(1, async { panic!("load failed") }).await;
+        assert_eq!(v, None, "the panic reaches the callers as no value");
+        assert_eq!(sf.in_flight(), 0);
+        let (v, leader) = sf.run(1, async { 5 }).await;
+        assert_eq!((v, leader), (Some(5), true), "the next caller loads anew");
     }
 
     #[tokio::test]

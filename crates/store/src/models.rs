@@ -33,10 +33,10 @@ impl TryFrom<ProductRow> for Product {
 
     fn try_from(row: ProductRow) -> Result<Self, StoreError> {
         let id = ProductId::new(row.id)
-            .map_err(|_| StoreError::Internal(format!("row with id {}", row.id)))?;
+            .map_err(|_| StoreError::bug(format!("row with id {}", row.id)))?;
         let attributes = match row.attributes {
             Value::Object(map) => map,
-            _ => return Err(StoreError::Internal(format!("product {id}: attributes"))),
+            _ => return Err(StoreError::bug(format!("product {id}: attributes"))),
         };
         Ok(Product {
             id,
@@ -74,7 +74,7 @@ impl TryFrom<StockRow> for Availability {
     fn try_from(row: StockRow) -> Result<Self, StoreError> {
         Ok(Availability {
             product_id: ProductId::new(row.product_id)
-                .map_err(|_| StoreError::Internal(format!("stock row {}", row.product_id)))?,
+                .map_err(|_| StoreError::bug(format!("stock row {}", row.product_id)))?,
             stock: row.quantity,
             updated_at: row.updated_at,
         })

@@ -74,20 +74,27 @@ impl Db {
     ) -> Result<Page, StoreError> {
         self.bounded(async {
             count_query("list");
-            let mut query = products::table
+            // Two static query shapes rather than one boxed query: diesel
+            // caches a static shape's prepared statement per connection, so
+            // a page costs one round trip instead of a prepare and then an
+            // execute. `after` absent is `id > 0` (ids are positive).
+            let after = after.map_or(0, ProductId::get);
+            let page = products::table
                 .select(ProductRow::as_select())
+                .filter(products::id.gt(after))
                 .order(products::id.asc())
                 // One extra row tells whether another page follows.
-                .limit(limit + 1)
-                .into_boxed();
-            if let Some(category) = category {
-                query = query.filter(products::category.eq(category.to_owned()));
-            }
-            if let Some(after) = after {
-                query = query.filter(products::id.gt(after.get()));
-            }
+                .limit(limit + 1);
             let mut conn = self.conn().await?;
-            let mut items = into_products(query.load(&mut conn).await?)?;
+            let rows = match category {
+                Some(category) => {
+                    page.filter(products::category.eq(category))
+                        .load(&mut conn)
+                        .await?
+                }
+                None => page.load(&mut conn).await?,
+            };
+            let mut items = into_products(rows)?;
             let more = items.len() as i64 > limit;
             items.truncate(usize::try_from(limit).unwrap_or(0));
             let next_after = if more {
@@ -162,7 +169,7 @@ impl Db {
                 .map(|(id, v)| {
                     ProductId::new(id)
                         .map(|id| (id, Version(v)))
-                        .map_err(|_| StoreError::Internal(format!("row with id {id}")))
+                        .map_err(|_| StoreError::bug(format!("row with id {id}")))
                 })
                 .collect()
         })

@@ -33,8 +33,15 @@ diesel::table! {
         id -> Int8,
         event_id -> Uuid,
         routing_key -> Text,
-        payload -> Text,
+        payload -> Nullable<Text>,
         created_at -> Timestamptz,
+        correlation_id -> Nullable<Text>,
+        product_id -> Nullable<Int8>,
+        version -> Nullable<Int8>,
+        occurred_at -> Nullable<Timestamptz>,
+        categories -> Nullable<Array<Text>>,
+        featured -> Nullable<Bool>,
+        product -> Nullable<Jsonb>,
     }
 }
 

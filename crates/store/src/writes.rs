@@ -1,20 +1,21 @@
-//! Write transactions. Each change and its outbox event commit together, so
-//! an event exists if and only if its change does; `version` rises by exactly
-//! one per change, inside the same transaction.
+//! Write transactions. The database keeps the version and writes the event
+//! (triggers, see `migrations/2026-11-29-100000_db_kept_versions`): each
+//! change here is plain SQL, and its event commits with it, exactly as for a
+//! change made in psql. What write-api adds on top: validation, `If-Match`,
+//! and the correlation id the event carries.
 
-use chrono::Utc;
 use diesel::{dsl::sql, prelude::*, sql_types::Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use domain::{
-    Availability, ChangeEvent, NewProduct, Product, ProductId, ProductPatch, Stock, Version,
+    Availability, BulkPatchItem, NewProduct, Product, ProductId, ProductPatch, Stock, Version,
 };
 use serde_json::Value;
 
 use crate::{
-    Db, OutboxMessage, StoreError,
+    Db, StoreError,
     models::{ProductRow, StockRow},
     products::count_query,
-    schema::{outbox, products, stock},
+    schema::{products, stock},
 };
 
 /// `clock_timestamp()` rather than `now()`: `now()` is the transaction's start,
@@ -24,63 +25,48 @@ fn clock() -> diesel::expression::SqlLiteral<Timestamptz> {
     sql::<Timestamptz>("clock_timestamp()")
 }
 
-/// A committed change and the outbox rows it wrote, which the caller hands
-/// to the relay to publish right away.
-#[derive(Debug, Clone)]
-pub struct Written<T> {
-    pub value: T,
-    pub events: Vec<OutboxMessage>,
-}
-
-/// Writes events into the outbox, in the caller's transaction, and returns
-/// the rows.
-async fn enqueue(
+/// Names the transaction's events after the request that made them, and
+/// tells the notify trigger whether the writer wakes its own relay (the
+/// triggers read both).
+async fn correlate(
     conn: &mut AsyncPgConnection,
-    events: &[ChangeEvent],
-) -> Result<Vec<OutboxMessage>, StoreError> {
-    let rows = events
-        .iter()
-        .map(|e| {
-            let payload =
-                serde_json::to_string(e).map_err(|e| StoreError::Internal(e.to_string()))?;
-            Ok((
-                outbox::event_id.eq(e.event_id),
-                outbox::routing_key.eq(e.kind.routing_key()),
-                outbox::payload.eq(payload),
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    // Chunks keep each statement under Postgres' 65535 bind parameters.
-    let mut written = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(5000) {
-        let batch: Vec<OutboxMessage> = diesel::insert_into(outbox::table)
-            .values(chunk)
-            .returning(OutboxMessage::as_returning())
-            .get_results(conn)
-            .await?;
-        written.extend(batch);
+    correlation_id: Option<&str>,
+    wakes_own_relay: bool,
+) -> Result<(), StoreError> {
+    if correlation_id.is_none() && !wakes_own_relay {
+        return Ok(());
     }
-    Ok(written)
+    let mark = crate::fixed::MarkTransaction {
+        correlation_id: correlation_id.unwrap_or_default(),
+        relay_woken: if wakes_own_relay { "on" } else { "" },
+    };
+    mark.execute(conn).await?;
+    Ok(())
 }
 
-/// Locks and returns the current row, checking `If-Match`.
+/// Marks the transaction as [`correlate`] does, locks and returns the
+/// current row, checking `If-Match`: one statement.
 async fn lock_current(
     conn: &mut AsyncPgConnection,
     id: ProductId,
     expected: Option<Version>,
+    correlation_id: Option<&str>,
+    wakes_own_relay: bool,
 ) -> Result<Product, StoreError> {
-    let row = products::table
-        .find(id.get())
-        .select(ProductRow::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
+    let row: ProductRow = crate::fixed::LockProduct {
+        id: id.get(),
+        correlation_id: correlation_id.unwrap_or_default(),
+        relay_woken: if wakes_own_relay { "on" } else { "" },
+    }
+    .get_result(conn)
+    .await
+    .optional()?
+    .ok_or(StoreError::NotFound)?;
     let current = Product::try_from(row)?;
     match expected {
         Some(v) if v != current.version => Err(StoreError::PreconditionFailed {
             current: current.version,
+            product: None,
         }),
         _ => Ok(current),
     }
@@ -120,7 +106,7 @@ async fn insert_products(
         for p in chunk {
             let row = by_sku
                 .remove(p.sku.as_str())
-                .ok_or_else(|| StoreError::Internal("insert returned fewer rows".into()))?;
+                .ok_or_else(|| StoreError::bug("insert returned fewer rows"))?;
             created.push(Product::try_from(row)?);
         }
     }
@@ -143,99 +129,204 @@ async fn insert_products(
     Ok(created)
 }
 
+/// Writes patched fields to many rows in one statement (arrays unnested
+/// into rows); the triggers version each changed row and skip the others.
+async fn write_patched(
+    conn: &mut AsyncPgConnection,
+    patched: &[(ProductId, domain::input::PatchedFields)],
+) -> Result<(), StoreError> {
+    use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text};
+    let mut ids = Vec::with_capacity(patched.len());
+    let mut names = Vec::with_capacity(patched.len());
+    let mut descriptions = Vec::with_capacity(patched.len());
+    let mut categories = Vec::with_capacity(patched.len());
+    let mut prices = Vec::with_capacity(patched.len());
+    let mut currencies = Vec::with_capacity(patched.len());
+    let mut featured = Vec::with_capacity(patched.len());
+    let mut attributes = Vec::with_capacity(patched.len());
+    for (id, f) in patched {
+        ids.push(id.get());
+        names.push(f.name.as_str().to_owned());
+        descriptions.push(f.description.as_str().to_owned());
+        categories.push(f.category.as_str().to_owned());
+        prices.push(f.price_cents.get());
+        currencies.push(f.currency.as_str().to_owned());
+        featured.push(f.featured);
+        attributes.push(Value::Object(f.attributes.as_map().clone()));
+    }
+    diesel::sql_query(
+        "UPDATE products AS p SET name = v.name, description = v.description, \
+                category = v.category, price_cents = v.price_cents, currency = v.currency, \
+                featured = v.featured, attributes = v.attributes \
+         FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) \
+              AS v(id, name, description, category, price_cents, currency, featured, attributes) \
+         WHERE p.id = v.id",
+    )
+    .bind::<Array<BigInt>, _>(ids)
+    .bind::<Array<Text>, _>(names)
+    .bind::<Array<Text>, _>(descriptions)
+    .bind::<Array<Text>, _>(categories)
+    .bind::<Array<BigInt>, _>(prices)
+    .bind::<Array<Text>, _>(currencies)
+    .bind::<Array<Bool>, _>(featured)
+    .bind::<Array<Jsonb>, _>(attributes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 impl Db {
-    /// Creates one product (version 1) with its stock and its event.
-    pub async fn create(&self, new: &NewProduct) -> Result<Written<Product>, StoreError> {
-        self.bounded(async {
-            count_query("create");
-            let mut conn = self.conn().await?;
-            conn.transaction::<_, StoreError, _>(async |conn| {
-                let product = insert_products(conn, std::slice::from_ref(new))
-                    .await?
-                    .pop()
-                    .ok_or_else(|| StoreError::Internal("insert returned no row".into()))?;
-                let events = enqueue(
-                    conn,
-                    &[ChangeEvent::upserted(None, &product, product.updated_at)],
-                )
-                .await?;
-                Ok(Written {
-                    value: product,
-                    events,
-                })
-            })
-            .await
-        })
-        .await
+    /// Creates one product (version 1) with its stock; its event commits
+    /// with it. `correlation_id` (here and in every write) names the request
+    /// that made the change; the event carries it.
+    pub async fn create(
+        &self,
+        new: &NewProduct,
+        correlation_id: Option<&str>,
+    ) -> Result<Product, StoreError> {
+        let mut created = self
+            .insert(std::slice::from_ref(new), correlation_id, "create")
+            .await?;
+        created
+            .pop()
+            .ok_or_else(|| StoreError::bug("insert returned no row"))
     }
 
     /// Creates many products in one transaction: all or nothing.
     pub async fn create_bulk(
         &self,
         new: &[NewProduct],
-    ) -> Result<Written<Vec<Product>>, StoreError> {
+        correlation_id: Option<&str>,
+    ) -> Result<Vec<Product>, StoreError> {
+        self.insert(new, correlation_id, "create_bulk").await
+    }
+
+    async fn insert(
+        &self,
+        new: &[NewProduct],
+        correlation_id: Option<&str>,
+        query: &'static str,
+    ) -> Result<Vec<Product>, StoreError> {
         self.bounded(async {
-            count_query("create_bulk");
+            count_query(query);
             let mut conn = self.conn().await?;
             conn.transaction::<_, StoreError, _>(async |conn| {
-                let products = insert_products(conn, new).await?;
-                let events: Vec<_> = products
-                    .iter()
-                    .map(|p| ChangeEvent::upserted(None, p, p.updated_at))
-                    .collect();
-                let events = enqueue(conn, &events).await?;
-                Ok(Written {
-                    value: products,
-                    events,
-                })
+                correlate(conn, correlation_id, self.wakes_own_relay).await?;
+                insert_products(conn, new).await
             })
             .await
         })
         .await
     }
 
-    /// Applies a merge patch; `expected` is the `If-Match` version.
+    /// Applies a merge patch; `expected` is the `If-Match` version. A patch
+    /// that changes nothing leaves the row, its version and the caches alone,
+    /// and returns the product as it is.
     pub async fn update(
         &self,
         id: ProductId,
         patch: &ProductPatch,
         expected: Option<Version>,
-    ) -> Result<Written<Product>, StoreError> {
+        correlation_id: Option<&str>,
+    ) -> Result<Product, StoreError> {
         self.bounded(async {
             count_query("update");
             let mut conn = self.conn().await?;
             conn.transaction::<_, StoreError, _>(async |conn| {
-                let before = lock_current(conn, id, expected).await?;
+                let before =
+                    lock_current(conn, id, expected, correlation_id, self.wakes_own_relay).await?;
                 let f = patch.apply(&before)?;
-                let row: ProductRow = diesel::update(products::table.find(id.get()))
-                    .set((
-                        products::name.eq(f.name.as_str()),
-                        products::description.eq(f.description.as_str()),
-                        products::category.eq(f.category.as_str()),
-                        products::price_cents.eq(f.price_cents.get()),
-                        products::currency.eq(f.currency.as_str()),
-                        products::featured.eq(f.featured),
-                        products::attributes.eq(Value::Object(f.attributes.into_inner())),
-                        products::version.eq(products::version + 1),
-                        products::updated_at.eq(clock()),
-                    ))
-                    .returning(ProductRow::as_returning())
-                    .get_result(conn)
+                // The trigger raises the version and stamps updated_at if a
+                // column changed, and skips the row (no RETURNING) if not.
+                let attributes = Value::Object(f.attributes.into_inner());
+                let row: Option<ProductRow> = crate::fixed::UpdateProduct {
+                    id: id.get(),
+                    name: f.name.as_str(),
+                    description: f.description.as_str(),
+                    category: f.category.as_str(),
+                    price_cents: f.price_cents.get(),
+                    currency: f.currency.as_str(),
+                    featured: f.featured,
+                    attributes: &attributes,
+                }
+                .get_result(conn)
+                .await
+                .optional()?;
+                row.map_or(Ok(before), Product::try_from)
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Applies many merge patches in one transaction, all or nothing: every
+    /// row is locked (in id order, so two bulk changes never deadlock),
+    /// checked against its `if_match` and patched, then all are written by
+    /// one statement. The first unknown id, then the first `if_match` that
+    /// does not hold, in request order, fails the whole change. Returns each
+    /// product's version afterwards, in request order (unchanged where the
+    /// patch changed nothing). Ids must be distinct.
+    pub async fn update_bulk(
+        &self,
+        items: &[BulkPatchItem],
+        correlation_id: Option<&str>,
+    ) -> Result<Vec<(ProductId, Version)>, StoreError> {
+        self.bounded(async {
+            count_query("update_bulk");
+            let mut conn = self.conn().await?;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                correlate(conn, correlation_id, self.wakes_own_relay).await?;
+                let mut ids: Vec<i64> = items.iter().map(|item| item.id.get()).collect();
+                ids.sort_unstable();
+                let rows: Vec<ProductRow> = products::table
+                    .filter(products::id.eq_any(&ids))
+                    .order(products::id.asc())
+                    .select(ProductRow::as_select())
+                    .for_update()
+                    .load(conn)
                     .await?;
-                let after = Product::try_from(row)?;
-                let events = enqueue(
-                    conn,
-                    &[ChangeEvent::upserted(
-                        Some(&before),
-                        &after,
-                        after.updated_at,
-                    )],
-                )
-                .await?;
-                Ok(Written {
-                    value: after,
-                    events,
-                })
+                let current: std::collections::HashMap<ProductId, Product> = rows
+                    .into_iter()
+                    .map(|r| Product::try_from(r).map(|p| (p.id, p)))
+                    .collect::<Result<_, _>>()?;
+                let mut patched = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let before = current
+                        .get(&item.id)
+                        .ok_or(StoreError::ProductNotFound(item.id))?;
+                    if let Some(v) = item.if_match
+                        && v != before.version
+                    {
+                        return Err(StoreError::PreconditionFailed {
+                            current: before.version,
+                            product: Some(item.id),
+                        });
+                    }
+                    let fields = item
+                        .patch
+                        .apply(before)
+                        .map_err(|e| e.within(&format!("items[{i}].patch")))?;
+                    patched.push((item.id, fields));
+                }
+                write_patched(conn, &patched).await?;
+                // Versions as they are now: raised by the trigger where a
+                // column changed, kept where nothing did.
+                let versions: std::collections::HashMap<i64, i64> = products::table
+                    .filter(products::id.eq_any(&ids))
+                    .select((products::id, products::version))
+                    .load::<(i64, i64)>(conn)
+                    .await?
+                    .into_iter()
+                    .collect();
+                items
+                    .iter()
+                    .map(|item| {
+                        let v = versions
+                            .get(&item.id.get())
+                            .ok_or_else(|| StoreError::bug("a locked row vanished"))?;
+                        Ok((item.id, Version(*v)))
+                    })
+                    .collect()
             })
             .await
         })
@@ -247,17 +338,17 @@ impl Db {
         &self,
         id: ProductId,
         expected: Option<Version>,
-    ) -> Result<Written<()>, StoreError> {
+        correlation_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.bounded(async {
             count_query("delete");
             let mut conn = self.conn().await?;
             conn.transaction::<_, StoreError, _>(async |conn| {
-                let last = lock_current(conn, id, expected).await?;
+                lock_current(conn, id, expected, correlation_id, self.wakes_own_relay).await?;
                 diesel::delete(products::table.find(id.get()))
                     .execute(conn)
                     .await?;
-                let events = enqueue(conn, &[ChangeEvent::deleted(&last, Utc::now())]).await?;
-                Ok(Written { value: (), events })
+                Ok(())
             })
             .await
         })

@@ -70,6 +70,38 @@ impl Admin {
             .unwrap()
     }
 
+    /// POST /products/bulk; returns the ids, in order.
+    pub async fn create_bulk(&self, products: &[Value]) -> Vec<i64> {
+        let req = self
+            .request(Method::POST, "/products/bulk")
+            .json(&json!({ "products": products }));
+        let body: Value = Self::expect(req, StatusCode::CREATED)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    }
+
+    /// PATCH /products/bulk with `{"items": items}`; returns the answer's
+    /// items (`{"id", "version"}` each).
+    pub async fn patch_bulk(&self, items: &[Value]) -> Vec<Value> {
+        let req = self
+            .request(Method::PATCH, "/products/bulk")
+            .json(&json!({ "items": items }));
+        let body: Value = Self::expect(req, StatusCode::OK)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+
     /// DELETE /products/{id}.
     pub async fn delete(&self, id: i64) {
         let req = self.request(Method::DELETE, &format!("/products/{id}"));

@@ -9,16 +9,37 @@
 //! Backends come from `CATALOG_TEST_DATABASE_URL` (a server URL; the database
 //! part is replaced), `CATALOG_TEST_REDIS_URL` and `CATALOG_TEST_AMQP_URL`,
 //! defaulting to the local services.
+//!
+//! What the shared services cannot stage (a crash, a failover, a lagging
+//! replica, TLS) gets engines of its own: [`RedisServer`], [`RedisHa`],
+//! [`RedisCluster`], [`PgPair`] and [`RabbitCluster`], with certificates from
+//! [`TlsFiles`]. Each runs private processes on free loopback ports with
+//! their files in `$TMPDIR/catalog-<kind>-<uuid>`, and kills them when
+//! dropped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod certs;
 mod cluster;
+mod fixture;
+mod pg_pair;
 mod proxy;
+mod rabbit_cluster;
+mod redis_ha;
+mod redis_server;
+mod spawn;
 
 pub use admin::{Admin, product};
+pub use certs::{TlsFiles, install_crypto_provider};
 pub use cluster::RedisCluster;
+pub use domain::fixtures::product as domain_product;
+pub use pg_pair::{PgOptions, PgPair};
 pub use proxy::{Mode, Proxy};
+pub use rabbit_cluster::RabbitCluster;
+pub use redis_ha::{MASTER_NAME, RedisHa};
+pub use redis_server::{RedisServer, tls_client};
+pub use spawn::{Running, run};
 
 use std::time::Duration;
 
@@ -55,6 +76,27 @@ pub fn amqp_url() -> String {
     )
 }
 
+/// A handle on the test Redis under `namespace`, to inspect or plant
+/// entries.
+pub fn l2(namespace: &str) -> cache::L2 {
+    l2_on(cache::Endpoint::Single(redis_url()), namespace)
+}
+
+/// A handle on the Redis at `endpoint` under `namespace`.
+pub fn l2_on(endpoint: cache::Endpoint, namespace: &str) -> cache::L2 {
+    cache::L2::new(&cache::L2Config {
+        endpoint,
+        namespace: namespace.to_owned(),
+        ttl: Duration::from_secs(60),
+        negative_ttl: Duration::from_secs(5),
+        timeout: Duration::from_secs(1),
+        breaker: None,
+        wait: None,
+        tls: tls::ClientTls::default(),
+    })
+    .expect("a Redis client")
+}
+
 /// A URL nothing listens on: for "backend is down" tests.
 pub fn closed_port() -> u16 {
     // Bind then drop: the port was free a moment ago and nothing we start
@@ -89,11 +131,11 @@ impl TestEnv {
         let db_name = format!("catalog_test_{id}");
         let namespace = format!("test_{}", &id[..12]);
         let server = server_url();
-        store::admin::create_database(&server, &db_name)
+        store::admin::create_database(&server, &Default::default(), &db_name)
             .await
             .expect("create test database");
         let db_url = with_database(&server, &db_name);
-        store::migrate(&db_url)
+        store::migrate(&db_url, &Default::default())
             .await
             .expect("migrate test database");
 
@@ -118,9 +160,31 @@ impl TestEnv {
         }
     }
 
+    /// A handle on the test Redis under this test's namespace.
+    pub fn l2(&self) -> cache::L2 {
+        l2(&self.namespace)
+    }
+
     /// A pool on this test's database, for assertions straight from the source.
     pub fn db(&self) -> store::Db {
         store::Db::connect(&self.settings.database.url, &store::PoolSettings::default()).unwrap()
+    }
+
+    /// Runs SQL on this test's database with the real `psql`, as an
+    /// operator would, and returns what it printed (unaligned, tuples only).
+    pub async fn psql(&self, sql: &str) -> String {
+        let out = tokio::process::Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(&self.settings.database.url)
+            .output()
+            .await
+            .expect("psql runs (install postgresql-client)");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn topology(&self) -> bus::Topology {
@@ -158,9 +222,11 @@ impl Drop for TestEnv {
             };
             rt.block_on(async move {
                 let budget = Duration::from_secs(10);
-                let _ =
-                    tokio::time::timeout(budget, store::admin::drop_database(&server_url(), &db))
-                        .await;
+                let _ = tokio::time::timeout(
+                    budget,
+                    store::admin::drop_database(&server_url(), &Default::default(), &db),
+                )
+                .await;
                 let _ = tokio::time::timeout(budget, delete_topology(&topology)).await;
             });
         });
@@ -196,17 +262,24 @@ async fn delete_topology(topology: &bus::Topology) {
 pub struct Received {
     pub routing_key: String,
     pub message_id: Option<String>,
+    /// The request id of the write that caused it.
+    pub correlation_id: Option<String>,
     pub content_type: Option<String>,
     pub delivery_mode: Option<u8>,
-    /// The raw body, for exact-format assertions.
+    /// The event's raw JSON, for exact-format assertions.
     pub body: serde_json::Value,
     pub event: ChangeEvent,
+    /// How many events the message carrying this one held (1 unless the
+    /// relay batched it with others of its type).
+    pub events_in_message: usize,
 }
 
-/// A private queue bound to every event of a namespace.
+/// A private queue bound to every event of a namespace. Batch messages are
+/// taken apart: each event is received on its own, in order.
 pub struct EventListener {
     _conn: lapin::Connection,
     consumer: lapin::Consumer,
+    pending: std::collections::VecDeque<Received>,
 }
 
 impl EventListener {
@@ -252,24 +325,40 @@ impl EventListener {
         Self {
             _conn: conn,
             consumer,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
     /// The next event, or None after `timeout` without one.
     pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        if let Some(r) = self.pending.pop_front() {
+            return Some(r);
+        }
         let delivery = tokio::time::timeout(timeout, self.consumer.next())
             .await
             .ok()??
             .ok()?;
         let p = &delivery.properties;
-        Some(Received {
-            routing_key: delivery.routing_key.to_string(),
-            message_id: p.message_id().as_ref().map(ToString::to_string),
-            content_type: p.content_type().as_ref().map(ToString::to_string),
-            delivery_mode: *p.delivery_mode(),
-            body: serde_json::from_slice(&delivery.data).expect("event is JSON"),
-            event: ChangeEvent::from_slice(&delivery.data).expect("event is valid"),
-        })
+        let events = ChangeEvent::many_from_slice(&delivery.data).expect("events are valid");
+        let bodies = match serde_json::from_slice(&delivery.data).expect("events are JSON") {
+            serde_json::Value::Array(items) => items,
+            one => vec![one],
+        };
+        let correlation_ids = bus::correlation_ids(&delivery, events.len());
+        let n = events.len();
+        for ((event, body), correlation_id) in events.into_iter().zip(bodies).zip(correlation_ids) {
+            self.pending.push_back(Received {
+                routing_key: delivery.routing_key.to_string(),
+                message_id: p.message_id().as_ref().map(ToString::to_string),
+                correlation_id,
+                content_type: p.content_type().as_ref().map(ToString::to_string),
+                delivery_mode: *p.delivery_mode(),
+                body,
+                event,
+                events_in_message: n,
+            });
+        }
+        self.pending.pop_front()
     }
 
     /// Exactly `n` events (panics if they do not arrive within `timeout`).
@@ -294,6 +383,25 @@ impl EventListener {
     }
 }
 
+/// Messages ready in a queue of the test broker right now.
+pub async fn queue_len(name: &str) -> u32 {
+    let conn = bus::connect(&amqp_url(), "test-probe").await.expect("amqp");
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
+}
+
 /// Polls `check` every 10 ms until it returns `Some`, or panics after
 /// `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -310,6 +418,43 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A service's `/metrics` page, as Prometheus text.
+pub struct Metrics(String);
+
+impl Metrics {
+    /// Fetches `{base}/metrics`; `None` while the service does not answer.
+    pub async fn of(base: &str) -> Option<Self> {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(Self(text))
+    }
+
+    /// The sum of the samples whose line starts with `series`: a metric's
+    /// name, or its name and the start of its labels
+    /// (`cache_misses_total{tier="l2_page"`).
+    pub fn sum(&self, series: &str) -> f64 {
+        self.sum_where(|line| line.starts_with(series))
+    }
+
+    /// The sum of the samples whose line `keep` keeps.
+    pub fn sum_where(&self, keep: impl Fn(&str) -> bool) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#') && keep(l))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The page itself, for assertions that name a whole line.
+    pub fn text(&self) -> &str {
+        &self.0
     }
 }
 

@@ -1,7 +1,8 @@
 //! A TCP proxy with a switch, for fault tests: put it between a service and
-//! Redis or RabbitMQ, then take the backend "down" (every connection cut,
-//! new ones closed at once) or make it "hang" (connections stay open but
-//! nothing gets through), and bring it back.
+//! Redis, RabbitMQ or Postgres, then take the backend "down" (every
+//! connection cut, new ones closed at once), make it "hang" (connections
+//! stay open but nothing gets through) or "delay" every chunk of bytes, and
+//! bring it back.
 
 use std::{
     net::SocketAddr,
@@ -12,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use futures::FutureExt;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -26,6 +28,10 @@ pub enum Mode {
     Down,
     /// Keep connections open but forward nothing: a backend that hangs.
     Hang,
+    /// Forward, holding each chunk the backend sends back this long first:
+    /// a backend slow to answer (requests reach it at once). A chunk already
+    /// held when the mode changes still waits its delay.
+    Delay(Duration),
 }
 
 /// A running proxy. Dropping it stops it.
@@ -55,7 +61,7 @@ impl Proxy {
                 match current {
                     Mode::Down => drop(client),
                     Mode::Hang => park.lock().expect("park").push(client),
-                    Mode::Up => {
+                    Mode::Up | Mode::Delay(_) => {
                         active.fetch_add(1, Ordering::AcqRel);
                         let (target, watcher, park, active) = (
                             target.clone(),
@@ -80,6 +86,24 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the server `url` names, and the same URL
+    /// pointing at the proxy.
+    pub async fn for_url(url: &str) -> (Self, String) {
+        let parsed = reqwest::Url::parse(url).expect("valid URL");
+        let host = parsed.host_str().expect("a URL with a host");
+        let port = parsed
+            .port_or_known_default()
+            .unwrap_or(match parsed.scheme() {
+                "postgres" | "postgresql" => 5432,
+                "redis" => 6379,
+                "amqp" => 5672,
+                other => panic!("no default port for {other}"),
+            });
+        let proxy = Self::start(&format!("{host}:{port}")).await;
+        let proxied = proxy.url_for(url);
+        (proxy, proxied)
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -99,7 +123,7 @@ impl Proxy {
         if mode != Mode::Hang {
             self.parked.lock().expect("park").clear();
         }
-        if mode != Mode::Up {
+        if matches!(mode, Mode::Down | Mode::Hang) {
             for _ in 0..2000 {
                 if self.forwarding.load(Ordering::Acquire) == 0 {
                     return;
@@ -129,10 +153,11 @@ async fn forward(
     };
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
+    let answers = mode.clone();
     let copy = async {
         tokio::select! {
-            r = tokio::io::copy(&mut cr, &mut sw) => r,
-            r = tokio::io::copy(&mut sr, &mut cw) => r,
+            r = tokio::io::copy(&mut cr, &mut sw).map(|r| r.map(drop)) => r,
+            r = pump(&mut sr, &mut cw, answers) => r,
         }
     };
     let switched = async {
@@ -141,7 +166,7 @@ async fn forward(
                 return Mode::Down;
             }
             let m = *mode.borrow();
-            if m != Mode::Up {
+            if matches!(m, Mode::Down | Mode::Hang) {
                 return m;
             }
         }
@@ -154,5 +179,30 @@ async fn forward(
                 parked.lock().expect("park").push(client);
             }
         }
+    }
+}
+
+/// Copies the backend's answers chunk by chunk, holding each chunk while
+/// the mode says `Delay`.
+async fn pump(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mode: watch::Receiver<Mode>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let delay = match *mode.borrow() {
+            Mode::Delay(d) => Some(d),
+            _ => None,
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        to.write_all(&buf[..n]).await?;
     }
 }

@@ -5,7 +5,8 @@
 //! comparison nor the token's length leaks through timing.
 
 use actix_web::{
-    body::MessageBody,
+    ResponseError,
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::header,
     middleware::Next,
@@ -61,18 +62,26 @@ fn bearer(req: &ServiceRequest) -> Option<&[u8]> {
 }
 
 /// Middleware: 401 unless the request carries an accepted bearer token.
+///
+/// The 401 is answered here, not returned as an `Err`: an error leaving a
+/// middleware skips the outer middlewares' work on the answer (the
+/// scaffold's `X-Request-Id`).
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let ok = match req.app_data::<web::Data<Tokens>>() {
         Some(tokens) => bearer(&req).is_some_and(|t| tokens.accepts(t)),
         None => false,
     };
     if !ok {
-        return Err(ApiError::Unauthorized.into());
+        return Ok(req
+            .into_response(ApiError::Unauthorized.error_response())
+            .map_into_right_body());
     }
-    next.call(req).await
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 #[cfg(test)]

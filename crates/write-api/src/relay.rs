@@ -1,159 +1,140 @@
 //! The outbox relay: publishes committed events to RabbitMQ.
 //!
-//! Two paths, one guarantee. The fast path: a request handler hands the
-//! outbox rows it just committed to the relay through a channel, and the relay
-//! publishes them at once (publisher confirms) and deletes the confirmed ids.
-//! The sweep: every `relay_poll_ms`, rows older than a grace period are
-//! claimed with `FOR UPDATE SKIP LOCKED` and published the same way: rows of
-//! a crashed instance, of a failed publish, of a full channel. Either way a row
-//! leaves the outbox only after the broker confirmed it; the worst case is an
-//! event published twice, which the consumers treat as a no-op. If the broker
-//! is down, writes still succeed and the rows wait; the sweep retries with
-//! capped backoff.
+//! Every event leaves the outbox the same way: rows are claimed with
+//! `FOR UPDATE SKIP LOCKED` inside a transaction that deletes them, published
+//! with publisher confirms, and the transaction commits only once the broker
+//! confirmed every one. So a row is never lost (a failed publish or a dead
+//! relay rolls the claim back) and two relays never publish the same row at
+//! once; the worst case is an event published twice after a crash, which
+//! the consumers treat as a no-op. If the broker is down, writes still
+//! succeed and the rows wait; the relay retries with capped, jittered
+//! backoff.
+//!
+//! What makes the relay look, fastest first: this instance's own commits
+//! ([`RelayHandle::wake`]), a Postgres notification that some transaction
+//! (another instance, psql, a batch job) wrote outbox rows, and a poll every
+//! `write_api.relay_poll_ms` in case a notification was missed. Wakes that
+//! arrive during a pass coalesce into one more pass, so a burst of writes
+//! goes out in a few batches rather than one message per commit.
 
 use std::{sync::Arc, time::Duration};
 
 use bus::{BusError, Outgoing, Publisher};
-use store::{Db, OutboxMessage};
-use tokio::sync::mpsc;
+use service::{Backoff, http::Chain};
+use store::{Db, OutboxListener, OutboxMessage};
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-/// First and largest pause after a failed sweep.
+/// First and largest pause after a failed pass.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the backlog gauges are refreshed.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 /// How long the final drain at shutdown may take.
 const DRAIN_BUDGET: Duration = Duration::from_secs(5);
-/// Rows younger than this belong to the fast path of the instance that wrote
-/// them; the sweep leaves them alone (else every event would go out twice).
-const SWEEP_GRACE: Duration = Duration::from_secs(2);
-/// Committed batches waiting for the fast path; beyond it they wait for the
-/// sweep.
-const CHANNEL_CAPACITY: usize = 4096;
+/// How long opening the listening connection may take.
+const LISTEN_CONNECT: Duration = Duration::from_secs(2);
 
-/// Hands committed outbox rows to the relay; cloned into the handlers.
+/// Wakes the relay after a commit; cloned into the handlers.
 #[derive(Debug, Clone)]
-pub struct RelayHandle(mpsc::Sender<Vec<OutboxMessage>>);
+pub struct RelayHandle(Arc<Notify>);
 
 impl RelayHandle {
-    /// Called right after a commit: the relay publishes these rows now. If
-    /// it cannot take them, the sweep will.
-    pub fn submit(&self, rows: Vec<OutboxMessage>) {
-        if !rows.is_empty() && self.0.try_send(rows).is_err() {
-            metrics::counter!("outbox_fast_path_skipped_total").increment(1);
-        }
+    /// Called right after a commit: the relay looks for rows now.
+    pub fn wake(&self) {
+        self.0.notify_one();
     }
 }
 
 pub struct Relay {
     pub db: Db,
+    /// For the dedicated listening connection.
+    pub database_url: String,
+    /// What that connection's TLS trusts and presents.
+    pub database_tls: tls::ClientTls,
     pub publisher: Arc<Publisher>,
     pub poll: Duration,
-    pub batch: i64,
-    committed: mpsc::Receiver<Vec<OutboxMessage>>,
+    pub batch: u32,
+    wake: Arc<Notify>,
 }
 
 impl Relay {
     pub fn new(
         db: Db,
+        database: (&str, tls::ClientTls),
         publisher: Arc<Publisher>,
         poll: Duration,
-        batch: i64,
+        batch: u32,
     ) -> (Self, RelayHandle) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let wake = Arc::new(Notify::new());
         let relay = Self {
             db,
+            database_url: database.0.to_owned(),
+            database_tls: database.1,
             publisher,
             poll,
             batch,
-            committed: rx,
+            wake: Arc::clone(&wake),
         };
-        (relay, RelayHandle(tx))
+        (relay, RelayHandle(wake))
     }
 
     /// Runs until `shutdown`, then publishes what it can within a short
     /// budget.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        // Rows left from before (a crash, a restart) go out with the first
-        // sweep. Even that one leaves rows younger than the grace period
-        // alone: they may be on another live instance's fast path.
-        let mut next_sweep = tokio::time::Instant::now();
-        let mut backoff = BACKOFF_MIN;
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut listen = Listen::default();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        // Rows left from before (a crash, a restart) go out at once.
+        let mut next_pass = Instant::now();
         let mut backlog_tick = tokio::time::interval(BACKLOG_EVERY);
         backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            listen
+                .reconnect_if_due(&self.database_url, &self.database_tls)
+                .await;
             tokio::select! {
-                Some(rows) = self.committed.recv() => self.fast_path(rows).await,
-                () = tokio::time::sleep_until(next_sweep) => {
-                    match self.sweep(SWEEP_GRACE).await {
-                        Ok(()) => {
-                            backoff = BACKOFF_MIN;
-                            next_sweep = tokio::time::Instant::now() + self.poll;
-                        }
-                        Err(e) => {
-                            metrics::counter!("outbox_publish_failures_total").increment(1);
-                            tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox sweep failed");
-                            next_sweep = tokio::time::Instant::now() + backoff;
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                        }
-                    }
+                () = self.wake.notified() => {}
+                () = listen.notified() => {}
+                () = tokio::time::sleep_until(next_pass) => {}
+                _ = backlog_tick.tick() => {
+                    self.report_backlog().await;
+                    continue;
                 }
-                _ = backlog_tick.tick() => self.report_backlog().await,
                 () = shutdown.cancelled() => break,
             }
-        }
-        // Flush what was committed before shutdown, if the broker lets us.
-        let drain = async {
-            self.committed.close();
-            while let Some(rows) = self.committed.recv().await {
-                self.fast_path(rows).await;
+            if backoff_pending(&backoff, next_pass) {
+                // Failing: wait out the backoff, whatever woke us.
+                continue;
             }
-            self.sweep(SWEEP_GRACE).await
-        };
-        match tokio::time::timeout(DRAIN_BUDGET, drain).await {
+            match self.drain().await {
+                Ok(()) => {
+                    backoff.reset();
+                    next_pass = Instant::now() + self.poll;
+                }
+                Err(e) => {
+                    metrics::counter!("outbox_publish_failures_total").increment(1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %Chain(&e), retry_in_ms = delay.as_millis() as u64, "outbox relay pass failed");
+                    next_pass = Instant::now() + delay;
+                }
+            }
+        }
+        // Publish what was committed before shutdown, if the broker lets us.
+        match tokio::time::timeout(DRAIN_BUDGET, self.drain()).await {
             Ok(Ok(())) => tracing::info!("outbox relay drained"),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "outbox relay stopped with events pending; they stay in the outbox")
+                tracing::warn!(error = %Chain(&e), "outbox relay stopped with events pending; they stay in the outbox")
             }
             Err(_) => {
                 tracing::warn!("outbox relay drain timed out; remaining events stay in the outbox")
             }
         }
+        Ok(())
     }
 
-    /// Publishes rows handed over at commit (plus any others already queued)
-    /// and deletes the confirmed ones. Failures leave rows for the sweep.
-    async fn fast_path(&mut self, mut rows: Vec<OutboxMessage>) {
-        let limit = usize::try_from(self.batch).unwrap_or(500);
-        while rows.len() < limit {
-            match self.committed.try_recv() {
-                Ok(more) => rows.extend(more),
-                Err(_) => break,
-            }
-        }
-        // A broker known to be down is the sweep's business (with backoff),
-        // not every request's.
-        if !self.publisher.is_connected() {
-            return;
-        }
-        let (confirmed, error) = publish(Arc::clone(&self.publisher), rows).await;
-        if let Some(e) = error {
-            tracing::debug!(error = %e, "fast-path publish failed; the sweep will retry");
-        }
-        if confirmed.is_empty() {
-            return;
-        }
-        match self.db.delete_sent(&confirmed).await {
-            Ok(_) => metrics::counter!("outbox_published_total").increment(confirmed.len() as u64),
-            // Published but still in the outbox: the sweep publishes them
-            // again (a harmless duplicate) and deletes them.
-            Err(e) => tracing::warn!(error = %e, "could not delete published outbox rows"),
-        }
-    }
-
-    /// Publishes batches of rows older than `grace` until none are left.
-    async fn sweep(&self, grace: Duration) -> Result<(), RelayError> {
+    /// Publishes batches of rows until none are left.
+    async fn drain(&self) -> Result<(), RelayError> {
         loop {
             // Connect before claiming rows, so a slow or failing connect
             // never holds row locks.
@@ -161,11 +142,14 @@ impl Relay {
             let publisher = Arc::clone(&self.publisher);
             let (pass, error) = self
                 .db
-                .relay_outbox(self.batch, grace, move |rows| publish(publisher, rows))
+                .relay_outbox(i64::from(self.batch), move |rows| {
+                    let span = tracing::debug_span!("relay.publish", rows = rows.len());
+                    publish(publisher, rows).instrument(span)
+                })
                 .await?;
             if pass.sent > 0 {
                 metrics::counter!("outbox_published_total").increment(pass.sent as u64);
-                tracing::debug!(sent = pass.sent, "outbox sweep published rows");
+                metrics::histogram!("outbox_batch_size").record(pass.sent as f64);
             }
             if let Some(e) = error {
                 return Err(e.into());
@@ -173,7 +157,7 @@ impl Relay {
             if pass.sent < pass.claimed {
                 return Err(RelayError::Unconfirmed(pass.claimed - pass.sent));
             }
-            if pass.claimed < usize::try_from(self.batch).unwrap_or(0) {
+            if pass.claimed < self.batch as usize {
                 return Ok(());
             }
         }
@@ -190,27 +174,163 @@ impl Relay {
     }
 }
 
-/// Publishes rows with confirms; returns the ids the broker confirmed.
+/// Whether the last pass failed and its backoff has not run out.
+fn backoff_pending(backoff: &Backoff, next_pass: Instant) -> bool {
+    backoff.is_backing_off() && Instant::now() < next_pass
+}
+
+/// The listening connection, reopened with backoff when lost. Without it
+/// the relay still sees other writers' rows at its next poll.
+#[derive(Default)]
+struct Listen {
+    listener: Option<OutboxListener>,
+    retry_at: Option<Instant>,
+    backoff: Option<Backoff>,
+}
+
+impl Listen {
+    async fn reconnect_if_due(&mut self, url: &str, tls: &tls::ClientTls) {
+        if self.listener.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match tokio::time::timeout(LISTEN_CONNECT, OutboxListener::connect(url, tls)).await {
+            Ok(Ok(listener)) => {
+                self.listener = Some(listener);
+                self.retry_at = None;
+                self.backoff = None;
+            }
+            outcome => {
+                if let Ok(Err(e)) = outcome {
+                    tracing::debug!(error = %Chain(&e), "cannot listen for outbox rows; polling meanwhile");
+                }
+                let backoff = self
+                    .backoff
+                    .get_or_insert_with(|| Backoff::new(BACKOFF_MIN, BACKOFF_MAX));
+                self.retry_at = Some(Instant::now() + backoff.next_delay());
+            }
+        }
+    }
+
+    /// Completes on a notification; pending forever without a listener.
+    /// Losing the connection drops it (reopened by `reconnect_if_due`).
+    async fn notified(&mut self) {
+        let Some(listener) = &mut self.listener else {
+            return std::future::pending().await;
+        };
+        if listener.next().await.is_err() {
+            self.listener = None;
+        }
+    }
+}
+
+/// Events per message at most: a bulk change of a thousand products travels
+/// in a handful of messages, each a modest frame.
+const EVENTS_PER_MESSAGE: usize = 256;
+/// Bytes of events per message at most (a batch may pass it by one event).
+const BYTES_PER_MESSAGE: usize = 256 * 1024;
+
+/// The rows of a pass, cut into messages: runs of consecutive rows of the
+/// same type (so a message's routing key is each of its events'), within
+/// the bounds above; a row that is not [`OutboxMessage::batchable`] alone.
+/// Order is kept, within and across messages.
+fn batches(rows: &[OutboxMessage]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let fits = i > start
+            && row.batchable
+            && rows[start].batchable
+            && row.routing_key == rows[start].routing_key
+            && i - start < EVENTS_PER_MESSAGE
+            && bytes < BYTES_PER_MESSAGE;
+        if i > start && !fits {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += row.body.len();
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
+/// One message's body: the event itself, or a JSON array of several.
+fn body(rows: &[OutboxMessage]) -> std::borrow::Cow<'_, [u8]> {
+    if let [only] = rows {
+        return std::borrow::Cow::Borrowed(&only.body);
+    }
+    let size = rows.iter().map(|r| r.body.len() + 1).sum::<usize>() + 1;
+    let mut out = Vec::with_capacity(size);
+    out.push(b'[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&row.body);
+    }
+    out.push(b']');
+    std::borrow::Cow::Owned(out)
+}
+
+/// Publishes the rows, several events to a message where they allow, with
+/// confirms; returns the ids of the rows the broker confirmed.
 async fn publish(
     publisher: Arc<Publisher>,
     rows: Vec<OutboxMessage>,
 ) -> (Vec<i64>, Option<BusError>) {
-    let ids: Vec<String> = rows.iter().map(|r| r.event_id.to_string()).collect();
-    let outgoing: Vec<Outgoing<'_>> = rows
+    let cuts = batches(&rows);
+    let bodies: Vec<_> = cuts.iter().map(|r| body(&rows[r.clone()])).collect();
+    let message_ids: Vec<String> = cuts
         .iter()
-        .zip(&ids)
-        .map(|(r, id)| Outgoing {
-            routing_key: &r.routing_key,
-            message_id: id,
-            payload: r.payload.as_bytes(),
+        .map(|r| rows[r.start].event_id.to_string())
+        .collect();
+    let correlations: Vec<Vec<Option<&str>>> = cuts
+        .iter()
+        .map(|r| {
+            rows[r.clone()]
+                .iter()
+                .map(|row| row.correlation_id.as_deref())
+                .collect()
+        })
+        .collect();
+    let outgoing: Vec<Outgoing<'_>> = cuts
+        .iter()
+        .enumerate()
+        .map(|(m, r)| {
+            let ids = &correlations[m];
+            let shared = ids.iter().all(|id| *id == ids[0]);
+            Outgoing {
+                routing_key: &rows[r.start].routing_key,
+                message_id: &message_ids[m],
+                correlation_id: if shared { ids[0] } else { None },
+                correlation_ids: if shared { &[] } else { ids },
+                payload: &bodies[m],
+            }
         })
         .collect();
     match publisher.publish(&outgoing).await {
         Ok(confirmed) => {
-            let sent = rows
+            for (r, ok) in cuts.iter().zip(&confirmed) {
+                for row in &rows[r.clone()] {
+                    tracing::debug!(
+                        correlation_id = row.correlation_id.as_deref(),
+                        event_id = %row.event_id,
+                        events_in_message = r.len(),
+                        confirmed = *ok,
+                        "event published"
+                    );
+                }
+            }
+            metrics::counter!("outbox_messages_published_total")
+                .increment(confirmed.iter().filter(|ok| **ok).count() as u64);
+            let sent = cuts
                 .iter()
                 .zip(confirmed)
-                .filter_map(|(r, ok)| ok.then_some(r.id))
+                .filter(|(_, ok)| *ok)
+                .flat_map(|(r, _)| rows[r.clone()].iter().map(|row| row.id))
                 .collect();
             (sent, None)
         }
@@ -220,10 +340,67 @@ async fn publish(
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
-    #[error(transparent)]
+    #[error("claiming outbox rows failed")]
     Store(#[from] store::StoreError),
-    #[error(transparent)]
+    #[error("publishing failed")]
     Bus(#[from] BusError),
     #[error("{0} events were not confirmed by the broker")]
     Unconfirmed(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, routing_key: &str, size: usize) -> OutboxMessage {
+        OutboxMessage {
+            id,
+            event_id: uuid::Uuid::new_v4(),
+            routing_key: routing_key.to_owned(),
+            correlation_id: None,
+            body: vec![b'x'; size],
+            batchable: true,
+        }
+    }
+
+    #[test]
+    fn a_message_holds_consecutive_events_of_one_type() {
+        let rows = vec![
+            row(1, "product.updated", 10),
+            row(2, "product.updated", 10),
+            row(3, "product.deleted", 10),
+            row(4, "product.updated", 10),
+            row(5, "product.updated", 10),
+        ];
+        assert_eq!(batches(&rows), [0..2, 2..3, 3..5]);
+        assert_eq!(
+            batches(&rows[..1]),
+            vec![std::ops::Range { start: 0, end: 1 }]
+        );
+        let mut lone = rows.clone();
+        lone[1].batchable = false;
+        assert_eq!(batches(&lone), [0..1, 1..2, 2..3, 3..5]);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_message_stays_within_its_bounds() {
+        let many: Vec<_> = (0..600).map(|i| row(i, "product.updated", 10)).collect();
+        assert_eq!(batches(&many), [0..256, 256..512, 512..600]);
+        // Past the byte bound after the third 100 KiB event.
+        let big: Vec<_> = (0..5)
+            .map(|i| row(i, "product.updated", 100 * 1024))
+            .collect();
+        assert_eq!(batches(&big), [0..3, 3..5]);
+    }
+
+    #[test]
+    fn one_event_travels_as_itself_several_as_an_array() {
+        let mut a = row(1, "product.updated", 0);
+        a.body = b"{\"a\":1}".to_vec();
+        let mut b = row(2, "product.updated", 0);
+        b.body = b"{\"b\":2}".to_vec();
+        assert_eq!(&*body(std::slice::from_ref(&a)), b"{\"a\":1}");
+        assert_eq!(&*body(&[a, b]), b"[{\"a\":1},{\"b\":2}]");
+    }
 }

@@ -7,37 +7,52 @@ use actix_web::{
     http::header::{self, HeaderValue},
     web,
 };
-use domain::{NewProduct, Product, ProductId, ProductPatch, Stock, ValidationError, Version};
-use serde_json::Value;
-use service::http::{ApiError, json_body};
+use domain::{
+    BulkPatchItem, IfMatch, NewProduct, Product, ProductId, ProductPatch, StockUpdate, Version,
+    schema::{BulkCreate, BulkPatch},
+};
+use service::http::{self, ApiError, ErrorResponse, json_body, parse_id, store_error};
 use store::StoreError;
+use tracing_actix_web::RequestId;
 
 use crate::State;
 
-/// Maps a store failure onto the contract's error codes.
-pub(crate) fn store_error(e: StoreError, id: Option<ProductId>) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound(match id {
-            Some(id) => format!("product {id} not found"),
-            None => "not found".to_owned(),
-        }),
-        StoreError::Conflict(message) => ApiError::Conflict(message),
-        StoreError::PreconditionFailed { current } => ApiError::PreconditionFailed(format!(
-            "If-Match does not match the current version (\"{current}\")"
-        )),
-        StoreError::Invalid(v) => v.into(),
-        StoreError::Unavailable(detail) => {
-            tracing::warn!(error.detail = %detail, "postgres unavailable");
-            ApiError::Unavailable("the database")
-        }
-        StoreError::Internal(detail) => ApiError::Internal(detail),
-    }
+/// The admin routes, all behind the bearer token (the scaffold adds probes,
+/// metrics, openapi).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/products")
+            .wrap(actix_web::middleware::from_fn(crate::auth::require_token))
+            .service(
+                web::resource("")
+                    .route(web::post().to(create))
+                    .default_service(http::method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/bulk")
+                    .route(web::post().to(create_bulk))
+                    .route(web::patch().to(patch_bulk))
+                    .default_service(http::method_not_allowed("POST, PATCH")),
+            )
+            .service(
+                web::resource("/{id}")
+                    .route(http::get_or_head().to(get))
+                    .route(web::patch().to(patch))
+                    .route(web::delete().to(delete))
+                    .default_service(http::method_not_allowed("GET, HEAD, PATCH, DELETE")),
+            )
+            .service(
+                web::resource("/{id}/stock")
+                    .route(web::put().to(put_stock))
+                    .default_service(http::method_not_allowed("PUT")),
+            ),
+    );
 }
 
-fn parse_id(raw: &str) -> Result<ProductId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::BadRequest(format!("id must be a positive 64-bit integer, got {raw:?}"))
-    })
+/// The request id, which becomes the change's correlation id: it travels
+/// with the event to every consumer's log lines.
+fn correlation(request_id: &RequestId) -> String {
+    request_id.to_string()
 }
 
 /// `If-Match`: absent or `*` → no version condition; `"N"` → version N.
@@ -45,23 +60,12 @@ fn if_match(req: &HttpRequest) -> Result<Option<Version>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let bad =
-        || ApiError::BadRequest("If-Match must be a quoted version such as \"3\", or *".into());
-    let value = value.to_str().map_err(|_| bad())?.trim();
-    if value == "*" {
-        return Ok(None);
-    }
-    let inner = value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .ok_or_else(bad)?;
-    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    inner
-        .parse::<i64>()
-        .map(|v| Some(Version(v)))
-        .map_err(|_| bad())
+    value
+        .to_str()
+        .map_err(|_| IfMatch::EXPECTED.to_owned())
+        .and_then(IfMatch::parse)
+        .map(IfMatch::version)
+        .map_err(|message| ApiError::bad_parameter("If-Match", message))
 }
 
 fn etag(product: &Product) -> (header::HeaderName, HeaderValue) {
@@ -75,65 +79,124 @@ fn with_product(mut response: actix_web::HttpResponseBuilder, product: &Product)
 }
 
 /// Create a product.
-#[utoipa::path(post, path = "/products", tag = "products",
-    request_body = crate::openapi::CreateProduct,
+#[utoipa::path(post, path = "/products", tag = "products", operation_id = "createProduct",
+    request_body = NewProduct,
     responses(
         (status = 201, description = "Created", body = Product,
-         headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 409, description = "Duplicate sku", body = crate::openapi::ErrorResponse),
-        (status = 413, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
-        (status = 503, body = crate::openapi::ErrorResponse)),
+         headers(("Location" = String, description = "/products/{id}"), ("ETag" = String, description = "\"1\"")),
+         links(
+            ("getProduct" = (operation_id = "getProduct", parameters(("id" = "$response.body#/id")))),
+            ("patchProduct" = (operation_id = "patchProduct", parameters(("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))),
+            ("deleteProduct" = (operation_id = "deleteProduct", parameters(("id" = "$response.body#/id"), ("If-Match" = "$response.header.ETag")))),
+            ("putStock" = (operation_id = "putStock", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, description = "Malformed JSON", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 409, description = "The sku is taken", body = ErrorResponse),
+        (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
+        (status = 422, description = "A rule of the product schema, naming the field", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn create(
     state: web::Data<State>,
     req: HttpRequest,
+    request_id: RequestId,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewProduct::from_json(&json_body(&req, body).await?)?;
-    let written = state
+    let product = state
         .db
-        .create(&new)
-        .await
-        .map_err(|e| store_error(e, None))?;
-    state.relay.submit(written.events);
-    let product = written.value;
+        .create(&new, Some(&correlation(&request_id)))
+        .await?;
+    tracing::info!(product_id = %product.id, version = %product.version, "product created");
+    state.relay.wake();
     let mut response = HttpResponse::Created();
     response.insert_header((header::LOCATION, format!("/products/{}", product.id)));
     Ok(with_product(response, &product))
 }
 
 /// Create up to 1000 products in one transaction: all or nothing.
-#[utoipa::path(post, path = "/products/bulk", tag = "products",
-    request_body = crate::openapi::BulkCreate,
+#[utoipa::path(post, path = "/products/bulk", tag = "products", operation_id = "createProducts",
+    request_body = BulkCreate,
     responses(
         (status = 201, description = "Created, ids in request order", body = crate::openapi::BulkCreated),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 409, body = crate::openapi::ErrorResponse), (status = 413, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)),
+        (status = 400, description = "Malformed JSON", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 409, description = "A sku is taken, or given twice", body = ErrorResponse),
+        (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
+        (status = 422, description = "A rule of the product schema, naming the field (products[3].sku)", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn create_bulk(
     state: web::Data<State>,
     req: HttpRequest,
+    request_id: RequestId,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let new = NewProduct::bulk_from_json(&json_body(&req, body).await?)?;
-    let written = state
+    if let Some((i, sku)) = NewProduct::first_duplicate_sku(&new) {
+        return Err(ApiError::Conflict(format!(
+            "products[{i}]: sku {} appears twice in this request",
+            sku.as_str()
+        )));
+    }
+    let created = state
         .db
-        .create_bulk(&new)
-        .await
-        .map_err(|e| store_error(e, None))?;
-    state.relay.submit(written.events);
-    let ids: Vec<ProductId> = written.value.iter().map(|p| p.id).collect();
+        .create_bulk(&new, Some(&correlation(&request_id)))
+        .await?;
+    tracing::info!(count = created.len(), "products created in bulk");
+    state.relay.wake();
+    let ids: Vec<ProductId> = created.iter().map(|p| p.id).collect();
     Ok(HttpResponse::Created().json(serde_json::json!({ "ids": ids })))
 }
 
+/// Patch up to 1000 products in one transaction: all or nothing.
+#[utoipa::path(patch, path = "/products/bulk", tag = "products", operation_id = "patchProducts",
+    request_body = BulkPatch,
+    responses(
+        (status = 200, description = "Patched: each product's version after the change, in request order (unchanged where its patch changed nothing)", body = crate::openapi::BulkPatched),
+        (status = 400, description = "Malformed JSON", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 404, description = "The first unknown id, in request order; nothing written", body = ErrorResponse),
+        (status = 409, description = "A product given twice (the message names the second item)", body = ErrorResponse),
+        (status = 412, description = "The first item whose if_match is not the current version, in request order; nothing written", body = ErrorResponse),
+        (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
+        (status = 422, description = "A rule of the patch schema, naming the item and field (items[3].patch.price_cents)", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
+    security(("bearer" = [])))]
+pub async fn patch_bulk(
+    state: web::Data<State>,
+    req: HttpRequest,
+    request_id: RequestId,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let items = BulkPatchItem::bulk_from_json(&json_body(&req, body).await?)?;
+    if let Some((i, id)) = BulkPatchItem::first_duplicate_id(&items) {
+        return Err(ApiError::Conflict(format!(
+            "items[{i}]: product {id} appears twice in this request"
+        )));
+    }
+    let patched = state
+        .db
+        .update_bulk(&items, Some(&correlation(&request_id)))
+        .await
+        .map_err(|e| store_error(e, None))?;
+    tracing::info!(count = patched.len(), "products patched in bulk");
+    state.relay.wake();
+    let items: Vec<_> = patched
+        .iter()
+        .map(|(id, version)| serde_json::json!({ "id": id, "version": version }))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
 /// Read a product from the primary (never a cache).
-#[utoipa::path(get, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Product id")),
-    responses((status = 200, body = Product, headers(("ETag" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 404, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)),
+#[utoipa::path(get, path = "/products/{id}", tag = "products", operation_id = "getProduct",
+    params(("id" = ProductId, Path, description = "Product id")),
+    responses((status = 200, description = "The product", body = Product, headers(("ETag" = String, description = "The quoted version"))),
+        (status = 400, description = "Bad id", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 404, description = "No such product", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn get(
     state: web::Data<State>,
@@ -152,67 +215,85 @@ pub async fn get(
 }
 
 /// Apply a JSON merge patch; `If-Match` makes it conditional.
-#[utoipa::path(patch, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Product id"),
-           ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\"")),
-    request_body(content = crate::openapi::PatchProduct, content_type = "application/merge-patch+json"),
-    responses((status = 200, description = "Updated, version + 1", body = Product, headers(("ETag" = String))),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 404, body = crate::openapi::ErrorResponse), (status = 412, body = crate::openapi::ErrorResponse),
-        (status = 413, body = crate::openapi::ErrorResponse), (status = 422, body = crate::openapi::ErrorResponse),
-        (status = 503, body = crate::openapi::ErrorResponse)),
+#[utoipa::path(patch, path = "/products/{id}", tag = "products", operation_id = "patchProduct",
+    params(("id" = ProductId, Path, description = "Product id"),
+           ("If-Match" = Option<IfMatch>, Header)),
+    request_body(content = ProductPatch, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "Updated: version + 1, or the unchanged product when the patch changes nothing", body = Product,
+               headers(("ETag" = String, description = "The quoted version")),
+               links(
+                  ("getProduct" = (operation_id = "getProduct", parameters(("id" = "$request.path.id")))),
+                  ("deleteProduct" = (operation_id = "deleteProduct", parameters(("id" = "$request.path.id"), ("If-Match" = "$response.header.ETag")))))),
+        (status = 400, description = "Malformed JSON, bad id or If-Match", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 404, description = "No such product", body = ErrorResponse),
+        (status = 412, description = "If-Match names a version that is not current", body = ErrorResponse),
+        (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
+        (status = 422, description = "A rule of the product schema, naming the field", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn patch(
     state: web::Data<State>,
     req: HttpRequest,
+    request_id: RequestId,
     path: web::Path<String>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let expected = if_match(&req)?;
     let patch = ProductPatch::from_json(&json_body(&req, body).await?)?;
-    let written = state
+    let product = state
         .db
-        .update(id, &patch, expected)
+        .update(id, &patch, expected, Some(&correlation(&request_id)))
         .await
         .map_err(|e| store_error(e, Some(id)))?;
-    state.relay.submit(written.events);
-    Ok(with_product(HttpResponse::Ok(), &written.value))
+    tracing::info!(product_id = %id, version = %product.version, "product patched");
+    state.relay.wake();
+    Ok(with_product(HttpResponse::Ok(), &product))
 }
 
 /// Delete a product; `If-Match` makes it conditional.
-#[utoipa::path(delete, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "Product id"),
-           ("If-Match" = Option<String>, Header, description = "Quoted version, e.g. \"3\"")),
-    responses((status = 204, description = "Deleted"),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 404, body = crate::openapi::ErrorResponse), (status = 412, body = crate::openapi::ErrorResponse),
-        (status = 503, body = crate::openapi::ErrorResponse)),
+#[utoipa::path(delete, path = "/products/{id}", tag = "products", operation_id = "deleteProduct",
+    params(("id" = ProductId, Path, description = "Product id"),
+           ("If-Match" = Option<IfMatch>, Header)),
+    responses((status = 204, description = "Deleted",
+               links(("getProduct" = (operation_id = "getProduct", parameters(("id" = "$request.path.id")))))),
+        (status = 400, description = "Bad id or If-Match", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 404, description = "No such product", body = ErrorResponse),
+        (status = 412, description = "If-Match names a version that is not current", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn delete(
     state: web::Data<State>,
     req: HttpRequest,
+    request_id: RequestId,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let expected = if_match(&req)?;
-    let written = state
+    state
         .db
-        .delete(id, expected)
+        .delete(id, expected, Some(&correlation(&request_id)))
         .await
         .map_err(|e| store_error(e, Some(id)))?;
-    state.relay.submit(written.events);
+    tracing::info!(product_id = %id, "product deleted");
+    state.relay.wake();
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Set stock on hand. Stock is never cached: no version change, no event.
-#[utoipa::path(put, path = "/products/{id}/stock", tag = "products",
-    params(("id" = i64, Path, description = "Product id")),
-    request_body = crate::openapi::StockUpdate,
-    responses((status = 200, body = domain::Availability),
-        (status = 400, body = crate::openapi::ErrorResponse), (status = 401, body = crate::openapi::ErrorResponse),
-        (status = 404, body = crate::openapi::ErrorResponse), (status = 413, body = crate::openapi::ErrorResponse),
-        (status = 422, body = crate::openapi::ErrorResponse), (status = 503, body = crate::openapi::ErrorResponse)),
+#[utoipa::path(put, path = "/products/{id}/stock", tag = "products", operation_id = "putStock",
+    params(("id" = ProductId, Path, description = "Product id")),
+    request_body = StockUpdate,
+    responses((status = 200, description = "Stock on hand", body = domain::Availability,
+               headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "Malformed JSON or bad id", body = ErrorResponse),
+        (status = 401, description = "No or a wrong bearer token", body = ErrorResponse),
+        (status = 404, description = "No such product", body = ErrorResponse),
+        (status = 413, description = "Body over 1 MiB", body = ErrorResponse),
+        (status = 422, description = "stock is not an integer >= 0, or an unknown field", body = ErrorResponse),
+        (status = 503, description = "Postgres is unavailable", body = ErrorResponse)),
     security(("bearer" = [])))]
 pub async fn put_stock(
     state: web::Data<State>,
@@ -221,7 +302,7 @@ pub async fn put_stock(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let units = parse_stock(&json_body(&req, body).await?)?;
+    let units = StockUpdate::from_json(&json_body(&req, body).await?)?.stock;
     let availability = state
         .db
         .set_stock(id, units)
@@ -230,40 +311,6 @@ pub async fn put_stock(
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(availability))
-}
-
-fn parse_stock(body: &Value) -> Result<Stock, ValidationError> {
-    let body = body
-        .as_object()
-        .ok_or_else(|| ValidationError::body("request body must be a JSON object"))?;
-    if let Some(key) = body.keys().find(|k| *k != "stock") {
-        return Err(ValidationError::field(
-            key.as_str(),
-            format!("unknown field {key}"),
-        ));
-    }
-    let units = body
-        .get("stock")
-        .ok_or_else(|| ValidationError::field("stock", "stock is required"))?
-        .as_i64()
-        .ok_or_else(|| ValidationError::field("stock", "stock must be an integer >= 0"))?;
-    Stock::new(units).map_err(|m| ValidationError::field("stock", m))
-}
-
-/// `GET /readyz`: Postgres is required; RabbitMQ is reported but optional,
-/// since writes succeed without it (events wait in the outbox). The broker's
-/// state is the relay's connection as of its last pass (every poll), read
-/// without I/O so a black-holed broker cannot slow the probe down.
-pub async fn readyz(state: web::Data<State>) -> HttpResponse {
-    use service::http::{Check, readiness};
-    let postgres = Check::from_result(true, state.db.ping().await);
-    let broker = if state.publisher.is_connected() {
-        Ok(())
-    } else {
-        Err("the outbox relay is not connected; events wait in the outbox")
-    };
-    let rabbitmq = Check::from_result(false, broker);
-    readiness(vec![("postgres", postgres), ("rabbitmq", rabbitmq)])
 }
 
 #[cfg(test)]

@@ -23,10 +23,13 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use hyper::header::{self, HeaderValue};
+use hyper::{
+    HeaderMap, Uri,
+    header::{self, HeaderName, HeaderValue},
+};
 use rand::{SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
-use tokio::{sync::Barrier, time::Instant};
+use tokio::{sync::Barrier, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 mod board;
@@ -186,133 +189,32 @@ pub struct FreshnessReport {
 /// Runs the measurement and returns its report.
 pub async fn run(opts: FreshnessOpts) -> anyhow::Result<FreshnessReport> {
     validate(&opts)?;
-    let all_ids = opts.keys.load()?;
-    let ids: Vec<i64> = all_ids.iter().copied().take(opts.products).collect();
-    let extra = opts
-        .headers
-        .iter()
-        .map(|h| http::parse_header(h))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let instances = opts
-        .urls
-        .iter()
-        .map(|u| Target::parse(u))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let writer_target = Target::parse(&opts.write_url)?;
-    let auth = HeaderValue::from_str(&format!("Bearer {}", opts.token))
-        .context("the token is not a valid header value")?;
-    let write_headers = writer_target.headers(&[
-        (header::AUTHORIZATION, auth),
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/merge-patch+json"),
-        ),
-    ]);
-    let paths: Vec<String> = ids.iter().map(|id| format!("/products/{id}")).collect();
-    let write_uris = paths
-        .iter()
-        .map(|p| writer_target.uri(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-
-    let board = Arc::new(Board::new(instances.len(), ids.len(), opts.write_timeout));
+    let targets = prepare(&opts)?;
+    let board = Arc::new(Board::new(
+        targets.instances.len(),
+        targets.ids.len(),
+        opts.write_timeout,
+    ));
     let stop = CancellationToken::new();
     // However this function returns, the readers stop.
     let _stop_readers = stop.clone().drop_guard();
-    let n_readers = instances.len() * ids.len() * opts.readers;
-    // Writers start once every reader has made its first read (connected,
-    // and knows the current version).
-    let ready = Arc::new(Barrier::new(n_readers + 1));
     let started_at = report::now_rfc3339();
 
-    let pacing = Pacing {
-        poll_interval: opts.poll_interval,
-        verify_polls: opts.verify_polls,
-        idle_poll: opts.idle_poll,
-    };
-    let mut readers = Vec::with_capacity(n_readers);
-    for (i, target) in instances.iter().enumerate() {
-        let headers = target.headers(&extra);
-        for (p, path) in paths.iter().enumerate() {
-            let uri = target.uri(path)?;
-            for _ in 0..opts.readers {
-                let reader = Reader::new(
-                    (i, p),
-                    Conn::new(target, opts.request_timeout),
-                    (uri.clone(), headers.clone()),
-                    Arc::clone(&board),
-                    pacing,
-                );
-                readers.push(tokio::spawn(reader.run(Arc::clone(&ready), stop.clone())));
-            }
-        }
-    }
-    ready.wait().await;
-
-    // The background load warms up first, so writes meet the steady state.
-    let background = opts.background.clone().map(|mut bg| {
-        bg.duration = opts.duration;
-        bg.progress = false;
-        let warmup = bg.warmup;
-        (warmup, tokio::spawn(load::run(bg)))
-    });
-    if let Some((warmup, _)) = &background {
-        tokio::time::sleep(*warmup).await;
-    }
-
-    let start = Instant::now();
-    let end = start + opts.duration;
-    let cpu_before = CpuSnapshot::now();
-    let bar = progress::timed(opts.duration, opts.progress);
-    let ticker = tokio::spawn(show_progress(bar.clone(), Arc::clone(&board), start, end));
-    let writers: Vec<_> = (0..opts.writers)
-        .map(|w| {
-            tokio::spawn(
-                Writer {
-                    index: w,
-                    count: opts.writers,
-                    rate: opts.write_rate,
-                    start,
-                    end,
-                    conn: Conn::new(&writer_target, opts.request_timeout),
-                    uris: write_uris.clone(),
-                    headers: write_headers.clone(),
-                    board: Arc::clone(&board),
-                    rng: SmallRng::seed_from_u64(opts.seed.wrapping_add(w as u64)),
-                    stats: OpStats::new(false),
-                }
-                .run(),
-            )
-        })
-        .collect();
-    let mut writes = OpStats::new(false);
-    for w in writers {
-        writes.absorb(&w.await.context("a writer panicked")?);
-    }
-    // The last write may end before the window does; the window is what
-    // the CPU share is over.
-    tokio::time::sleep_until(end).await;
-    let cpu_after = CpuSnapshot::now();
-    ticker.abort();
-    bar.finish_and_clear();
+    let readers = start_readers(&opts, &targets, &board, &stop).await?;
+    let background = start_background(&opts).await;
+    let (writes, client_cpu) = write_phase(&opts, &targets, &board).await?;
     // Readers finish what is pending (bounded by the write timeout).
     stop.cancel();
-    let mut per_instance: Vec<(OpStats, u64)> =
-        instances.iter().map(|_| (OpStats::new(false), 0)).collect();
-    for r in readers {
-        let (instance, stats, regressions) = r.await.context("a reader panicked")?;
-        per_instance[instance].0.absorb(&stats);
-        per_instance[instance].1 += regressions;
-    }
+    let per_instance = collect_readers(readers, targets.instances.len()).await?;
     let background = match background {
-        Some((_, task)) => Some(task.await.context("the background load panicked")??),
+        Some(task) => Some(task.await.context("the background load panicked")??),
         None => None,
     };
 
-    let client_cpu = cpu_before.until(&cpu_after);
     Ok(assemble(
         &opts,
         &board,
-        ids,
+        targets.ids,
         per_instance,
         writes.report(opts.duration.as_secs_f64()),
         Assembled {
@@ -337,6 +239,187 @@ fn validate(opts: &FreshnessOpts) -> anyhow::Result<()> {
         bail!("--duration and --write-timeout must be positive");
     }
     Ok(())
+}
+
+/// Every server and request part, parsed before any task starts.
+struct Targets {
+    /// The product ids written and polled (the first `products` keys).
+    ids: Vec<i64>,
+    /// The read-api instances, in `urls` order.
+    instances: Vec<Target>,
+    /// Extra headers on every read.
+    extra: Vec<(HeaderName, HeaderValue)>,
+    /// `/products/{id}` per product, in `ids` order.
+    paths: Vec<String>,
+    writer: Target,
+    /// PATCH URI per product.
+    write_uris: Vec<Uri>,
+    /// `Host`, `Authorization` and `Content-Type`.
+    write_headers: HeaderMap,
+}
+
+/// Loads the keys and parses URLs, headers and the token.
+fn prepare(opts: &FreshnessOpts) -> anyhow::Result<Targets> {
+    let all_ids = opts.keys.load()?;
+    let ids: Vec<i64> = all_ids.iter().copied().take(opts.products).collect();
+    let extra = opts
+        .headers
+        .iter()
+        .map(|h| http::parse_header(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let instances = opts
+        .urls
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let writer = Target::parse(&opts.write_url)?;
+    let auth = HeaderValue::from_str(&format!("Bearer {}", opts.token))
+        .context("the token is not a valid header value")?;
+    let write_headers = writer.headers(&[
+        (header::AUTHORIZATION, auth),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/merge-patch+json"),
+        ),
+    ]);
+    let paths: Vec<String> = ids.iter().map(|id| format!("/products/{id}")).collect();
+    let write_uris = paths
+        .iter()
+        .map(|p| writer.uri(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Targets {
+        ids,
+        instances,
+        extra,
+        paths,
+        writer,
+        write_uris,
+        write_headers,
+    })
+}
+
+/// What a reader task hands back: (instance, read stats, regressions).
+type ReaderTask = JoinHandle<(usize, OpStats, u64)>;
+
+/// Spawns `readers` polling tasks per (instance, product) and returns once
+/// every one has made its first read, so writes start against connected
+/// readers that already know the current version.
+async fn start_readers(
+    opts: &FreshnessOpts,
+    targets: &Targets,
+    board: &Arc<Board>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<ReaderTask>> {
+    let n_readers = targets.instances.len() * targets.paths.len() * opts.readers;
+    let ready = Arc::new(Barrier::new(n_readers + 1));
+    let pacing = Pacing {
+        poll_interval: opts.poll_interval,
+        verify_polls: opts.verify_polls,
+        idle_poll: opts.idle_poll,
+    };
+    let mut readers = Vec::with_capacity(n_readers);
+    for (i, target) in targets.instances.iter().enumerate() {
+        let headers = target.headers(&targets.extra);
+        for (p, path) in targets.paths.iter().enumerate() {
+            let uri = target.uri(path)?;
+            for _ in 0..opts.readers {
+                let reader = Reader::new(
+                    (i, p),
+                    Conn::new(target, opts.request_timeout),
+                    (uri.clone(), headers.clone()),
+                    Arc::clone(board),
+                    pacing,
+                );
+                readers.push(tokio::spawn(reader.run(Arc::clone(&ready), stop.clone())));
+            }
+        }
+    }
+    ready.wait().await;
+    Ok(readers)
+}
+
+/// Starts the background load, if any, and waits out its warm-up, so
+/// writes meet the steady state.
+async fn start_background(opts: &FreshnessOpts) -> Option<JoinHandle<anyhow::Result<LoadReport>>> {
+    let mut bg = opts.background.clone()?;
+    bg.duration = opts.duration;
+    bg.progress = false;
+    let warmup = bg.warmup;
+    let task = tokio::spawn(load::run(bg));
+    tokio::time::sleep(warmup).await;
+    Some(task)
+}
+
+/// The measured window: writers PATCH on schedule for `duration`. Returns
+/// the writes' stats and the client's CPU use over the window.
+async fn write_phase(
+    opts: &FreshnessOpts,
+    targets: &Targets,
+    board: &Arc<Board>,
+) -> anyhow::Result<(OpStats, CpuUsage)> {
+    let start = Instant::now();
+    let end = start + opts.duration;
+    let cpu_before = CpuSnapshot::now();
+    let bar = progress::timed(opts.duration, opts.progress);
+    let ticker = tokio::spawn(show_progress(bar.clone(), Arc::clone(board), start, end));
+    let writers = spawn_writers(opts, targets, board, start, end);
+    let mut writes = OpStats::new(false);
+    for w in writers {
+        writes.absorb(&w.await.context("a writer panicked")?);
+    }
+    // The last write may end before the window does; the window is what
+    // the CPU share is over.
+    tokio::time::sleep_until(end).await;
+    let cpu_after = CpuSnapshot::now();
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok((writes, cpu_before.until(&cpu_after)))
+}
+
+/// One task per writer, each taking its share of the `start..end` schedule
+/// with a price stream of its own.
+fn spawn_writers(
+    opts: &FreshnessOpts,
+    targets: &Targets,
+    board: &Arc<Board>,
+    start: Instant,
+    end: Instant,
+) -> Vec<JoinHandle<OpStats>> {
+    (0..opts.writers)
+        .map(|w| {
+            tokio::spawn(
+                Writer {
+                    index: w,
+                    count: opts.writers,
+                    rate: opts.write_rate,
+                    start,
+                    end,
+                    conn: Conn::new(&targets.writer, opts.request_timeout),
+                    uris: targets.write_uris.clone(),
+                    headers: targets.write_headers.clone(),
+                    board: Arc::clone(board),
+                    rng: SmallRng::seed_from_u64(opts.seed.wrapping_add(w as u64)),
+                    stats: OpStats::new(false),
+                }
+                .run(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for every reader and sums their reads and regressions per instance.
+async fn collect_readers(
+    readers: Vec<ReaderTask>,
+    instances: usize,
+) -> anyhow::Result<Vec<(OpStats, u64)>> {
+    let mut per_instance: Vec<(OpStats, u64)> =
+        (0..instances).map(|_| (OpStats::new(false), 0)).collect();
+    for r in readers {
+        let (instance, stats, regressions) = r.await.context("a reader panicked")?;
+        per_instance[instance].0.absorb(&stats);
+        per_instance[instance].1 += regressions;
+    }
+    Ok(per_instance)
 }
 
 /// The parts of the report computed outside [`assemble`].

@@ -43,6 +43,8 @@ async fn the_whole_system_runs_on_a_redis_cluster() {
 
     // A page, cached in the cluster, follows a category move.
     let laptops = "/products?category=laptops&limit=100";
+    // Asked twice, the page is stored (admission); the third ask hits.
+    sys.read(0, laptops).await;
     sys.read(0, laptops).await;
     assert_eq!(sys.read(0, laptops).await.1, "HIT-L2");
     let moved = ids[0];

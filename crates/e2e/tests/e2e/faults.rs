@@ -10,8 +10,7 @@ use crate::harness::{System, WAIT, invalidator, product};
 
 #[tokio::test]
 async fn a_broker_outage_for_writer_and_invalidator_delays_but_loses_nothing() {
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let via_proxy = proxy.url_for(&test_support::amqp_url());
+    let (proxy, via_proxy) = Proxy::for_url(&test_support::amqp_url()).await;
     let mut sys = System::start(2).await;
     // Restart write-api and the invalidator behind the proxy (readers stay
     // directly connected), waiting for the old ones to stop: the old relay
@@ -105,7 +104,10 @@ async fn the_running_auditor_reports_a_planted_stale_entry() {
         .unwrap();
     sys.admin.patch(id, &json!({"price_cents": 1})).await;
     sys.converge(id, 2).await;
-    // Plant what a lost event would leave: version 1 over the fence.
+    // The invalidator has applied the change (else its late fence would
+    // overwrite the plant); now plant what a lost event would leave:
+    // version 1 over the fence.
+    sys.until_invalidator_handled(2).await;
     sys.plant_stale(id).await;
     sys.audit_reports_stale(Duration::from_secs(15)).await;
 }

@@ -3,67 +3,32 @@
 
 use std::{sync::Arc, time::Duration};
 
+use actix_web::web::Data;
 use reqwest::StatusCode;
 use serde_json::Value;
 use service::Settings;
-use test_support::{Admin, TestEnv};
-use tokio_util::sync::CancellationToken;
+use test_support::{Admin, Metrics, Running, TestEnv};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// A running service; stopped (not waited for) when dropped.
-pub struct Service {
-    pub base: String,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+pub type WriteApi = Running<Data<write_api::State>>;
+pub type Invalidator = Running<()>;
+pub type ReadApi = Running<Data<read_api::AppState>>;
+
+pub async fn write_api(settings: Settings) -> WriteApi {
+    test_support::run(write_api::build, settings).await
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl Service {
-    fn new(
-        port: u16,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) -> Self {
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// Stops gracefully and waits.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
-    }
-}
-
-pub async fn write_api(settings: Settings) -> Service {
-    let app = write_api::Application::build(settings).await.unwrap();
-    let (port, token) = (app.port(), app.shutdown_token());
-    Service::new(port, token, tokio::spawn(app.run_until_stopped()))
-}
-
-pub async fn invalidator(settings: Settings) -> Service {
-    let app = invalidator::Application::build(settings).await.unwrap();
-    let (port, token) = (app.port(), app.shutdown_token());
-    let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
+/// An invalidator, once it is consuming.
+pub async fn invalidator(settings: Settings) -> Invalidator {
+    let service = test_support::run(invalidator::build, settings).await;
     test_support::until_ready("the invalidator", &service.base).await;
     service
 }
 
-pub async fn read_api(settings: Settings) -> Service {
-    let app = read_api::Application::build(settings).await.unwrap();
-    let (port, token) = (app.port(), app.shutdown_token());
-    let service = Service::new(port, token, tokio::spawn(app.run_until_stopped()));
+/// A read-api instance, once its event subscription is up.
+pub async fn read_api(settings: Settings) -> ReadApi {
+    let service = test_support::run(read_api::build, settings).await;
     test_support::until_subscribed(&service.base).await;
     service
 }
@@ -71,9 +36,9 @@ pub async fn read_api(settings: Settings) -> Service {
 /// The system under test.
 pub struct System {
     pub env: Arc<TestEnv>,
-    pub write: Service,
-    pub invalidator: Option<Service>,
-    pub readers: Vec<Service>,
+    pub write: WriteApi,
+    pub invalidator: Option<Invalidator>,
+    pub readers: Vec<ReadApi>,
     pub client: reqwest::Client,
     /// Writes through `write`.
     pub admin: Admin,
@@ -173,6 +138,23 @@ impl System {
         .await;
     }
 
+    /// Waits until the invalidator has applied (or found already current) at
+    /// least `n` events: its own metrics say so.
+    pub async fn until_invalidator_handled(&self, n: u64) {
+        let base = &self.invalidator.as_ref().unwrap().base;
+        test_support::eventually(
+            &format!("the invalidator to handle {n} events"),
+            WAIT,
+            || async move {
+                let handled = Metrics::of(base).await?.sum_where(|l| {
+                    l.starts_with("invalidator_events_total{") && !l.contains("outcome=\"failed\"")
+                });
+                (handled >= n as f64).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Plants what a lost event would leave in Redis: `id` at version 1,
     /// whatever Postgres holds.
     pub async fn plant_stale(&self, id: i64) {
@@ -180,7 +162,10 @@ impl System {
         let key = l2.keys().product(domain::ProductId::new(id).unwrap());
         let planted = cache::Entry::value(domain::Version(1), bytes::Bytes::from_static(b"{}"));
         let () = l2
-            .raw(redis::cmd("SET").arg(key).arg(planted.encode()).clone())
+            .command(
+                "test",
+                redis::cmd("SET").arg(key).arg(planted.encode()).clone(),
+            )
             .await
             .unwrap();
     }
@@ -202,16 +187,7 @@ impl System {
 
     /// An L2 handle on the namespace, on the services' Redis.
     pub fn l2(&self) -> cache::L2 {
-        cache::L2::new(&cache::L2Config {
-            url: self.settings.redis.url.clone(),
-            cluster: self.settings.redis.cluster,
-            namespace: self.env.namespace.clone(),
-            ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-            breaker: None,
-        })
-        .unwrap()
+        test_support::l2_on(self.settings.redis_endpoint(), &self.env.namespace)
     }
 }
 

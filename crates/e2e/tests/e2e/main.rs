@@ -4,7 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod distributed;
 mod faults;
 mod freshness;
 mod harness;
 mod lists;
+mod operations;
+mod redis_trouble;
+mod secrets;
+mod tls;

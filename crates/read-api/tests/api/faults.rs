@@ -11,8 +11,7 @@ use crate::helpers::{WAIT, assert_error, product, read_product, spawn_with};
 
 #[tokio::test]
 async fn redis_down_serves_from_postgres_and_recovers() {
-    let proxy = Proxy::start("127.0.0.1:6379").await;
-    let url = proxy.url_for(&test_support::redis_url());
+    let (proxy, url) = Proxy::for_url(&test_support::redis_url()).await;
     let app = spawn_with(|s| {
         s.redis.url = url;
         s.redis.breaker_cooldown_ms = 200;
@@ -61,13 +60,12 @@ async fn redis_down_serves_from_postgres_and_recovers() {
 
 #[tokio::test]
 async fn postgres_down_serves_cached_products_and_misses_get_503() {
-    let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = spawn_with(|_| {}).await;
-    let db_url = proxy.url_for(&app.env.settings.database.url);
+    let (proxy, db_url) = Proxy::for_url(&app.env.settings.database.url).await;
     let mut settings = app.env.settings.clone();
     settings.database.url = db_url;
     settings.database.acquire_timeout_ms = 300;
-    let (reader, _) = crate::helpers::start_read(settings).await;
+    let reader = crate::helpers::start_read(settings).await;
     let cached = app.admin.create(&product("PD-1")).await["id"]
         .as_i64()
         .unwrap();
@@ -126,7 +124,6 @@ async fn postgres_down_serves_cached_products_and_misses_get_503() {
 
 #[tokio::test]
 async fn a_saturated_database_answers_overloaded_instead_of_queueing() {
-    let proxy = Proxy::start("127.0.0.1:5432").await;
     let app = spawn_with(|_| {}).await;
     let ids: Vec<i64> = {
         let mut ids = Vec::new();
@@ -140,11 +137,12 @@ async fn a_saturated_database_answers_overloaded_instead_of_queueing() {
         ids
     };
     let mut settings = app.env.settings.clone();
-    settings.database.url = proxy.url_for(&app.env.settings.database.url);
+    let (proxy, db_url) = Proxy::for_url(&app.env.settings.database.url).await;
+    settings.database.url = db_url;
     settings.database.max_concurrency = 1;
     settings.database.acquire_timeout_ms = 100;
     settings.database.statement_timeout_ms = 1000;
-    let (reader, _) = crate::helpers::start_read(settings).await;
+    let reader = crate::helpers::start_read(settings).await;
     // Postgres stops answering: the one slot is held by a stuck query.
     proxy.set(Mode::Hang).await;
     let requests = ids.iter().map(|id| {
@@ -186,11 +184,12 @@ async fn a_saturated_database_answers_overloaded_instead_of_queueing() {
 
 #[tokio::test]
 async fn losing_the_event_subscription_clears_l1_and_it_comes_back() {
-    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let (proxy, amqp_url) = Proxy::for_url(&test_support::amqp_url()).await;
     let app = spawn_with(|_| {}).await;
     let mut settings = app.env.settings.clone();
-    settings.amqp.url = proxy.url_for(&test_support::amqp_url());
-    let (reader, state) = crate::helpers::start_read(settings).await;
+    settings.amqp.url = amqp_url;
+    let reader = crate::helpers::start_read(settings).await;
+    let state = reader.state.clone();
     let subscribed = |up: bool| {
         let state = state.clone();
         move || {

@@ -2,56 +2,28 @@
 
 use std::{sync::Arc, time::Duration};
 
+use actix_web::web::Data;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use service::Settings;
-use test_support::{Admin, TestEnv};
-use tokio_util::sync::CancellationToken;
+use test_support::{Admin, Running, TestEnv};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running service, stopped when dropped.
-pub struct Running {
-    pub base: String,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+pub type Reader = Running<Data<read_api::AppState>>;
 
 pub struct TestApp {
     pub env: Arc<TestEnv>,
-    pub read: Running,
+    pub read: Reader,
     /// Kept for its lifetime: write-api stops when the app is dropped.
-    _write: Running,
-    pub state: actix_web::web::Data<read_api::AppState>,
+    _write: Running<Data<write_api::State>>,
     pub client: reqwest::Client,
     /// Writes through the app's write-api.
     pub admin: Admin,
 }
 
-pub async fn start_read(settings: Settings) -> (Running, actix_web::web::Data<read_api::AppState>) {
-    let app = read_api::Application::build(settings)
-        .await
-        .expect("build read-api");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let state = app.state();
-    tokio::spawn(app.run_until_stopped());
-    (Running { base, shutdown }, state)
-}
-
-pub async fn start_write(settings: Settings) -> Running {
-    let app = write_api::Application::build(settings)
-        .await
-        .expect("build write-api");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    tokio::spawn(app.run_until_stopped());
-    Running { base, shutdown }
+pub async fn start_read(settings: Settings) -> Reader {
+    test_support::run(read_api::build, settings).await
 }
 
 /// read-api (after `tweak`) and a plain write-api on one fresh environment.
@@ -59,21 +31,20 @@ pub async fn start_write(settings: Settings) -> Running {
 /// test's first write is seen.
 pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let env = Arc::new(TestEnv::new().await);
-    let write = start_write(env.settings.clone()).await;
+    let write = test_support::run(write_api::build, env.settings.clone()).await;
     let mut settings = env.settings.clone();
     tweak(&mut settings);
     // Wait for the subscription only where it can come up.
     let subscribes = settings.cache.enabled
         && settings.cache.l1_capacity > 0
         && settings.amqp.url == env.settings.amqp.url;
-    let (read, state) = start_read(settings).await;
+    let read = start_read(settings).await;
     let client = reqwest::Client::new();
     let app = TestApp {
         env,
         admin: Admin::new(client.clone(), &write.base),
         read,
         _write: write,
-        state,
         client,
     };
     if subscribes {
@@ -89,8 +60,13 @@ pub async fn spawn() -> TestApp {
 pub use test_support::product;
 
 impl TestApp {
+    /// The read-api's shared state.
+    pub fn state(&self) -> &Data<read_api::AppState> {
+        &self.read.state
+    }
+
     pub async fn wait_subscribed(&self) {
-        let state = self.state.clone();
+        let state = self.read.state.clone();
         test_support::eventually("the L1 event subscription", WAIT, || {
             let s = state.clone();
             async move {
@@ -137,18 +113,23 @@ impl TestApp {
         .await;
     }
 
+    /// Waits until this read-api has the event of `id` at `version` (its
+    /// floor says so). Without an invalidator here, pages filled before an
+    /// event they do not show would never be bumped: tests that expect page
+    /// hits let their writes' events land first.
+    pub async fn until_seen(&self, id: i64, version: i64) {
+        let pid = domain::ProductId::new(id).unwrap();
+        let state = self.read.state.clone();
+        test_support::eventually(&format!("the event of {id} at {version}"), WAIT, || {
+            let state = state.clone();
+            async move { (state.read.l1.floor(pid).get() >= version).then_some(()) }
+        })
+        .await;
+    }
+
     /// An L2 handle on this test's namespace, to inspect or plant entries.
     pub fn l2(&self) -> cache::L2 {
-        cache::L2::new(&cache::L2Config {
-            url: test_support::redis_url(),
-            cluster: false,
-            namespace: self.env.namespace.clone(),
-            ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-            breaker: None,
-        })
-        .unwrap()
+        self.env.l2()
     }
 }
 

@@ -5,8 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod faults;
+mod head;
 mod helpers;
+mod hostile;
 mod pages;
 mod params;
 mod products;
+mod scaffold;
 mod trending;

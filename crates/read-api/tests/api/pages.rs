@@ -1,5 +1,6 @@
 //! Lists, featured and search: cached under generations, correct pages.
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -76,16 +77,25 @@ async fn pages_are_served_from_redis_until_their_generation_moves() {
     let id = app.admin.create(&product("G-1")).await["id"]
         .as_i64()
         .unwrap();
+    app.until_seen(id, 1).await;
+    let res = app.get("/products?category=laptops").await;
+    assert_eq!(res.headers()["x-cache"], "MISS");
+    // Stored on the second ask (admission), a hit from the third.
     let res = app.get("/products?category=laptops").await;
     assert_eq!(res.headers()["x-cache"], "MISS");
     let res = app.get("/products?category=laptops").await;
     assert_eq!(res.headers()["x-cache"], "HIT-L2");
     let cached: Value = res.json().await.unwrap();
     assert_eq!(cached["items"][0]["version"], 1);
-    // A change plus the generation bump the invalidator would make.
+    // A change plus the generation bump the invalidator would make (at the
+    // change's WAL position, which this instance has from the event).
     app.admin.patch(id, &json!({"name": "Renamed"})).await;
+    app.until_seen(id, 2).await;
     app.l2()
-        .bump(&[cache::Family::Category("laptops".into())])
+        .bump(&[cache::Bump {
+            family: cache::Family::Category("laptops".into()),
+            lsn: app.state().read.db.seen.get(),
+        }])
         .await
         .unwrap();
     let res = app.get("/products?category=laptops").await;
@@ -131,7 +141,10 @@ async fn search_ranks_full_text_matches() {
     b["name"] = json!("Travel adapter");
     b["description"] = json!("Works with headphones and phones");
     let b = app.admin.create(&b).await["id"].as_i64().unwrap();
-    app.admin.create(&product("S-3")).await;
+    let c = app.admin.create(&product("S-3")).await["id"]
+        .as_i64()
+        .unwrap();
+    app.until_seen(c, 1).await;
     let res = app.get("/products/search?q=headphones").await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
@@ -148,7 +161,11 @@ async fn search_ranks_full_text_matches() {
         .await
         .unwrap();
     assert_eq!(ids(&body), [a, b]);
+    // The same query (normalized) asked a second time is stored, a third
+    // time served from Redis.
     let res = app.get("/products/search?q=headphone").await;
+    assert_eq!(res.headers()["x-cache"], "MISS");
+    let res = app.get("/products/search?q=Headphone").await;
     assert_eq!(res.headers()["x-cache"], "HIT-L2");
     let body: Value = app
         .get("/products/search?q=%22battery%22%20-adapter")
@@ -164,4 +181,45 @@ async fn search_ranks_full_text_matches() {
         .await
         .unwrap();
     assert_eq!(body, json!({"items": []}));
+}
+
+/// Anonymous clients asking for pages nobody asks for twice (categories that
+/// do not exist, random searches, random cursors) leave nothing in Redis.
+#[tokio::test]
+async fn pages_nobody_asks_for_twice_leave_nothing_in_redis() {
+    let app = spawn().await;
+    app.admin.create(&product("K-1")).await;
+    let requests = (0..1000).map(|n| {
+        let path = match n % 3 {
+            0 => format!("/products?category=no-such-{n}"),
+            1 => format!("/products/search?q=nothing{n}"),
+            _ => format!("/products?after={}", 1_000_000 + n),
+        };
+        let (client, url) = (app.client.clone(), format!("{}{path}", app.read.base));
+        async move { client.get(url).send().await.unwrap().status() }
+    });
+    // A few at a time: a thousand at once would meet the database limiter,
+    // which answers 503 by design (tested in faults.rs), not what this is about.
+    let statuses: Vec<StatusCode> = futures::stream::iter(requests)
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for status in statuses {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let l2 = app.l2();
+    let keys: Vec<String> = l2
+        .command(
+            "test",
+            redis::cmd("KEYS")
+                .arg(format!("{}:[gl]:*", app.env.namespace))
+                .clone(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        keys.is_empty(),
+        "1,000 one-off pages left {} keys: {keys:?}",
+        keys.len()
+    );
 }

@@ -56,7 +56,7 @@ async fn bad_parameters_are_400_json() {
             .send()
             .await
             .unwrap();
-        assert_eq!(res.headers()["allow"], "GET", "{path}");
+        assert_eq!(res.headers()["allow"], "GET, HEAD", "{path}");
         assert_error(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     }
     // Boundaries that are valid.

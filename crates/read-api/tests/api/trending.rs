@@ -75,8 +75,7 @@ async fn most_viewed_products_rank_first() {
 
 #[tokio::test]
 async fn without_redis_trending_degrades_to_featured() {
-    let proxy = Proxy::start("127.0.0.1:6379").await;
-    let url = proxy.url_for(&test_support::redis_url());
+    let (proxy, url) = Proxy::for_url(&test_support::redis_url()).await;
     let app = spawn_with(|s| s.redis.url = url).await;
     let mut p = product("DG-1");
     p["featured"] = json!(true);

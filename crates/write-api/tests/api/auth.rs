@@ -13,6 +13,7 @@ async fn protected_routes_need_a_valid_token() {
     let routes = [
         (Method::POST, "/products".to_owned()),
         (Method::POST, "/products/bulk".to_owned()),
+        (Method::PATCH, "/products/bulk".to_owned()),
         (Method::GET, format!("/products/{id}")),
         (Method::PATCH, format!("/products/{id}")),
         (Method::DELETE, format!("/products/{id}")),
@@ -98,8 +99,8 @@ async fn operational_routes_are_open() {
     assert_error(res, StatusCode::NOT_FOUND, "not_found", None).await;
     for (path, allowed) in [
         ("/products", "POST"),
-        ("/products/bulk", "POST"),
-        ("/products/1", "GET, PATCH, DELETE"),
+        ("/products/bulk", "POST, PATCH"),
+        ("/products/1", "GET, HEAD, PATCH, DELETE"),
         ("/products/1/stock", "PUT"),
     ] {
         let res = app

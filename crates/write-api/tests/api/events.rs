@@ -39,6 +39,7 @@ async fn create_update_delete_publish_the_contract_message() {
             "categories",
             "event_id",
             "featured",
+            "lsn",
             "occurred_at",
             "product",
             "product_id",
@@ -56,15 +57,23 @@ async fn create_update_delete_publish_the_contract_message() {
         "the full product after the change"
     );
     assert!(uuid::Uuid::parse_str(e.body["event_id"].as_str().unwrap()).is_ok());
+    let created_at_lsn = e.event.lsn.expect("a WAL position");
     assert!(chrono::DateTime::parse_from_rfc3339(e.body["occurred_at"].as_str().unwrap()).is_ok());
 
     // A category move names both categories; becoming featured concerns the
-    // featured list.
+    // featured list. The event carries the request id of the write that
+    // caused it, as its AMQP correlation id.
     let res = app
         .patch(id, &json!({"category": "tablets", "featured": true}), None)
         .await;
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
     let updated: Value = res.json().await.unwrap();
     let e = events.take(1, WAIT).await.remove(0);
+    assert_eq!(e.correlation_id.as_deref(), Some(request_id.as_str()));
+    assert!(
+        e.event.lsn.unwrap() > created_at_lsn,
+        "a later commit, a later WAL position"
+    );
     assert_eq!(e.routing_key, "product.updated");
     assert_eq!(e.body["type"], "product.updated");
     assert_eq!(e.body["version"], 2);
@@ -130,4 +139,123 @@ async fn bulk_create_publishes_one_event_per_product() {
         got.iter()
             .all(|e| e.routing_key == "product.created" && e.event.version.get() == 1)
     );
+}
+
+/// Changes made outside write-api (psql, a batch job, a migration) are
+/// versioned and published by the database itself.
+#[tokio::test]
+async fn changes_made_with_plain_sql_are_versioned_and_published() {
+    let app = spawn_app().await;
+    let mut events = app.env.listen().await;
+    let id = app.create("SQL-1").await["id"].as_i64().unwrap();
+    events.take(1, WAIT).await;
+
+    // UPDATE: the version rises by exactly one, whatever the statement says
+    // about it, and the event carries the new row.
+    app.env
+        .psql(&format!(
+            "UPDATE products SET price_cents = 12345, version = 99 WHERE id = {id}"
+        ))
+        .await;
+    let e = events.take(1, WAIT).await.remove(0);
+    assert_eq!(e.routing_key, "product.updated");
+    assert_eq!(e.event.version.get(), 2);
+    assert_eq!(e.event.product.as_ref().unwrap().price_cents, 12345);
+    assert_eq!(e.correlation_id, None, "no request made it");
+    let row = app.get(id).await.json::<Value>().await.unwrap();
+    assert_eq!(
+        (row["version"].as_i64(), row["price_cents"].as_i64()),
+        (Some(2), Some(12345))
+    );
+
+    // An UPDATE that changes nothing raises nothing and publishes nothing.
+    app.env
+        .psql(&format!(
+            "UPDATE products SET price_cents = 12345, updated_at = now() WHERE id = {id}"
+        ))
+        .await;
+    events.assert_quiet(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.get(id).await.json::<Value>().await.unwrap()["version"],
+        2
+    );
+
+    // INSERT and DELETE.
+    let inserted: i64 = app
+        .env
+        .psql(
+            "INSERT INTO products (sku, name, category, price_cents, currency, version) \
+             VALUES ('SQL-2', 'Inserted', 'laptops', 5, 'EUR', 7) RETURNING id",
+        )
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let e = events.take(1, WAIT).await.remove(0);
+    assert_eq!(
+        (
+            e.routing_key.as_str(),
+            e.event.product_id.get(),
+            e.event.version.get()
+        ),
+        ("product.created", inserted, 1)
+    );
+    app.env
+        .psql(&format!("DELETE FROM products WHERE id = {id}"))
+        .await;
+    let e = events.take(1, WAIT).await.remove(0);
+    assert_eq!(
+        (
+            e.routing_key.as_str(),
+            e.event.version.get(),
+            e.event.product.is_none()
+        ),
+        ("product.deleted", 3, true)
+    );
+}
+
+#[tokio::test]
+async fn a_patch_that_changes_nothing_keeps_the_version_and_publishes_nothing() {
+    let app = spawn_app().await;
+    let mut events = app.env.listen().await;
+    let created = app.create("NOOP-1").await;
+    let id = created["id"].as_i64().unwrap();
+    events.take(1, WAIT).await;
+    let same = json!({"name": created["name"], "price_cents": created["price_cents"]});
+    let res = app.patch(id, &same, Some("\"1\"")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, created, "the unchanged product, updated_at included");
+    events.assert_quiet(Duration::from_millis(500)).await;
+    // A real change after it is version 2, as if the no-op never happened.
+    let res = app
+        .patch(id, &json!({"price_cents": 1}), Some("\"1\""))
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["version"], 2);
+    assert_eq!(events.take(1, WAIT).await[0].event.version.get(), 2);
+}
+
+/// A batch job inserting 10,000 rows in one statement: every row gets its
+/// event, and the relay keeps up (each pass takes a batch, not a row).
+#[tokio::test]
+async fn ten_thousand_rows_in_one_statement_each_publish_their_event() {
+    let app = spawn_app().await;
+    let mut events = app.env.listen().await;
+    app.env
+        .psql(
+            "INSERT INTO products (sku, name, category, price_cents, currency) \
+             SELECT 'BULK-' || n, 'Bulk ' || n, 'bulk', n, 'USD' \
+             FROM generate_series(1, 10000) AS n",
+        )
+        .await;
+    let got = events.take(10_000, Duration::from_secs(60)).await;
+    let ids: std::collections::BTreeSet<i64> =
+        got.iter().map(|e| e.event.product_id.get()).collect();
+    assert_eq!(ids.len(), 10_000, "one event per row, none twice");
+    assert!(got.iter().all(|e| e.routing_key == "product.created"));
+    test_support::eventually("the outbox to empty", WAIT, || async {
+        (app.counts().await.1 == 0).then_some(())
+    })
+    .await;
 }

@@ -35,6 +35,13 @@ async fn every_write_fails(app: &TestApp, id: i64, sku: &str) {
         .await
         .unwrap();
     assert_unavailable(bulk, "bulk create").await;
+    let bulk = app
+        .request(Method::PATCH, "/products/bulk")
+        .json(&json!({ "items": [{"id": id, "patch": {"price_cents": 1}}] }))
+        .send()
+        .await
+        .unwrap();
+    assert_unavailable(bulk, "bulk patch").await;
     let patch = app.patch(id, &json!({"price_cents": 1}), None).await;
     assert_unavailable(patch, "patch").await;
     assert_unavailable(app.put_stock(id, &json!({"stock": 99})).await, "stock").await;
@@ -44,7 +51,7 @@ async fn every_write_fails(app: &TestApp, id: i64, sku: &str) {
 
 #[tokio::test]
 async fn postgres_down_or_hanging_answers_503_and_writes_nothing() {
-    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let (proxy, _) = Proxy::for_url(&test_support::server_url()).await;
     let app = spawn_app_with(|s| {
         s.database.url = proxy.url_for(&s.database.url);
         // The client-side deadline: pool wait + statement timeout + 1 s.
@@ -84,7 +91,10 @@ async fn postgres_down_or_hanging_answers_503_and_writes_nothing() {
     let row = db.product(pid).await.unwrap().unwrap();
     assert_eq!(row.version.0, 1);
     assert_eq!(row.price_cents, first["price_cents"].as_i64().unwrap());
-    assert_eq!(db.availability(pid).await.unwrap().unwrap().stock, 5);
+    assert_eq!(
+        db.availability(pid).await.unwrap().unwrap().stock,
+        test_support::product("any")["stock"].as_i64().unwrap()
+    );
     assert_eq!(app.counts().await, (1, 0));
     events.assert_quiet(Duration::from_millis(300)).await;
 

@@ -3,23 +3,17 @@
 use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use service::Settings;
-use test_support::{ADMIN_TOKEN, TestEnv};
-use tokio_util::sync::CancellationToken;
+use test_support::{ADMIN_TOKEN, Running, TestEnv};
+
+pub use test_support::product;
 
 pub struct TestApp {
     pub env: Arc<TestEnv>,
     pub base: String,
     pub client: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    service: Running<actix_web::web::Data<write_api::State>>,
 }
 
 /// Spawns write-api on a fresh database and namespace.
@@ -30,49 +24,26 @@ pub async fn spawn_app() -> TestApp {
 /// Spawns write-api after `tweak` adjusted its settings.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let env = Arc::new(TestEnv::new().await);
-    let mut settings = env.settings.clone();
-    tweak(&mut settings);
-    start(env, settings).await
+    spawn_on(env, tweak).await
 }
 
 /// Spawns another write-api on `env` (same database and namespace).
 pub async fn spawn_on(env: Arc<TestEnv>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = env.settings.clone();
     tweak(&mut settings);
-    start(env, settings).await
-}
-
-async fn start(env: Arc<TestEnv>, settings: Settings) -> TestApp {
-    let app = write_api::Application::build(settings)
-        .await
-        .expect("build write-api");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = app.shutdown_token();
-    let task = tokio::spawn(app.run_until_stopped());
+    let service = test_support::run(write_api::build, settings).await;
     TestApp {
         env,
-        base,
+        base: service.base.clone(),
         client: reqwest::Client::new(),
-        shutdown,
-        task: Some(task),
+        service,
     }
-}
-
-pub fn product(sku: &str) -> Value {
-    json!({
-        "sku": sku, "name": format!("Product {sku}"), "description": "A fine thing",
-        "category": "laptops", "price_cents": 99900, "currency": "USD",
-        "featured": false, "attributes": {"ram_gb": 16}, "stock": 5
-    })
 }
 
 impl TestApp {
     /// Stops the service gracefully and waits until it has (relay flushed).
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    pub async fn stop(self) {
+        self.service.stop().await;
     }
 
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {

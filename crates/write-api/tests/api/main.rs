@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod bulk_patch;
 mod events;
 mod faults;
 mod helpers;
+mod hostile;
 mod outbox;
 mod routes;
 mod validation;

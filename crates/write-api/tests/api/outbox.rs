@@ -2,7 +2,11 @@
 //! of other (or crashed) instances' rows, and concurrent writers' versions
 //! all arrive.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -14,37 +18,60 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn writes_succeed_while_rabbitmq_is_down_and_events_follow_when_it_returns() {
-    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let (proxy, url) = Proxy::for_url(&test_support::amqp_url()).await;
     proxy.set(Mode::Down).await;
-    let url = proxy.url_for(&test_support::amqp_url());
     let app = spawn_app_with(|s| s.amqp.url = url).await;
     let mut events = app.env.listen().await;
 
-    let mut expected = BTreeSet::new();
+    // Five creates, then five patches: the backlog holds two runs of one
+    // type each, which the relay sends as two batch messages.
+    let mut expected = BTreeMap::new();
+    let mut ids = Vec::new();
     for i in 0..5 {
-        let p = app.create(&format!("DOWN-{i}")).await;
-        let id = p["id"].as_i64().unwrap();
-        expected.insert((id, 1));
+        let res = app
+            .post_product(&test_support::product(&format!("DOWN-{i}")))
+            .await;
+        let request = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let id = res.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        expected.insert((id, 1), request);
+        ids.push(id);
+    }
+    for id in ids {
         let res = app.patch(id, &json!({"price_cents": 1}), None).await;
         assert_eq!(
             res.status(),
             StatusCode::OK,
             "writes do not need the broker"
         );
-        expected.insert((id, 2));
+        let request = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        expected.insert((id, 2), request);
     }
     let (_, backlog) = app.counts().await;
     assert_eq!(backlog, 10, "every event waits in the outbox");
     events.assert_quiet(Duration::from_millis(200)).await;
 
     proxy.set(Mode::Up).await;
-    let got: BTreeSet<(i64, i64)> = events
-        .take(10, WAIT)
-        .await
+    let received = events.take(10, WAIT).await;
+    // Every event, each with the request id of its own write, though
+    // events of five requests share a message.
+    let got: BTreeMap<(i64, i64), String> = received
         .iter()
-        .map(|e| (e.event.product_id.get(), e.event.version.get()))
+        .map(|e| {
+            let key = (e.event.product_id.get(), e.event.version.get());
+            (key, e.correlation_id.clone().unwrap_or_default())
+        })
         .collect();
     assert_eq!(got, expected);
+    assert!(
+        received.iter().all(|e| e.events_in_message > 1),
+        "a backlog goes out batched: {:?}",
+        received
+            .iter()
+            .map(|e| e.events_in_message)
+            .collect::<Vec<_>>()
+    );
     test_support::eventually("the outbox to empty", WAIT, || async {
         (app.counts().await.1 == 0).then_some(())
     })

@@ -172,6 +172,7 @@ async fn openapi_describes_every_route() {
         assert!(paths.contains_key(p), "{p}");
     }
     assert!(paths["/products/{id}"].get("patch").is_some());
+    assert!(paths["/products/bulk"].get("patch").is_some());
 }
 
 #[tokio::test]

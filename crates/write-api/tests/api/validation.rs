@@ -270,9 +270,9 @@ async fn bad_ids_and_unknown_products() {
             .send()
             .await
             .unwrap();
-        assert_error(res, StatusCode::BAD_REQUEST, "bad_request", None).await;
+        assert_error(res, StatusCode::BAD_REQUEST, "bad_request", Some("id")).await;
         let res = app.patch_raw(bad).await;
-        assert_error(res, StatusCode::BAD_REQUEST, "bad_request", None).await;
+        assert_error(res, StatusCode::BAD_REQUEST, "bad_request", Some("id")).await;
     }
     assert_error(
         app.get(424242).await,
@@ -334,7 +334,13 @@ async fn if_match_must_be_a_quoted_version() {
     let id = app.create("IM-1").await["id"].as_i64().unwrap();
     for bad in ["1", "W/\"1\"", "\"one\""] {
         let res = app.patch(id, &json!({"name": "x"}), Some(bad)).await;
-        assert_error(res, StatusCode::BAD_REQUEST, "bad_request", None).await;
+        assert_error(
+            res,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("If-Match"),
+        )
+        .await;
     }
     let v: Value = app.get(id).await.json().await.unwrap();
     assert_eq!(v["version"], 1);
