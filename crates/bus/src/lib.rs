@@ -17,7 +17,7 @@ mod topology;
 use std::{sync::Arc, time::Duration};
 
 pub use lapin;
-pub use publisher::{CORRELATION_IDS, Outgoing, Publisher};
+pub use publisher::{CORRELATION_IDS, Outgoing, PUBLISH_TIMEOUT, Publisher};
 pub use topology::{Topology, declare_instance_queue, declare_topology};
 
 /// Time allowed to open a connection and a channel.

@@ -15,8 +15,11 @@ use tokio::sync::Mutex;
 
 use crate::{Broker, BusError, Topology, declare_topology};
 
-/// How long to wait for the broker's confirms of one batch.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one [`Publisher::publish`] may take in all: reopening the
+/// connection if it was lost, sending, and the broker's confirms. The outbox
+/// relay holds its claimed rows locked meanwhile, so its store call allows
+/// for exactly this much besides its own statements.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One message to publish: one event, or several of the same type.
 #[derive(Debug, Clone)]
@@ -134,19 +137,26 @@ impl Publisher {
     /// An error means nothing can be said about any of them.
     pub async fn publish(&self, messages: &[Outgoing<'_>]) -> Result<Vec<bool>, BusError> {
         let mut guard = self.link.lock().await;
-        if !guard
-            .as_ref()
-            .is_some_and(|l| l.channel.status().connected())
-        {
-            *guard = None;
-            *guard = Some(self.open().await?);
-        }
-        let result = match guard.as_ref() {
-            Some(link) => {
-                publish_on(&link.channel, &self.topology.events_exchange(), messages).await
+        let attempt = async {
+            if !guard
+                .as_ref()
+                .is_some_and(|l| l.channel.status().connected())
+            {
+                *guard = None;
+                *guard = Some(self.open().await?);
             }
-            None => Err(BusError::Timeout("opening a channel")),
+            match guard.as_ref() {
+                Some(link) => {
+                    publish_on(&link.channel, &self.topology.events_exchange(), messages).await
+                }
+                None => Err(BusError::Timeout("opening a channel")),
+            }
         };
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, attempt)
+            .await
+            .unwrap_or(Err(BusError::Timeout(
+                "publishing and waiting for confirms",
+            )));
         if result.is_err() {
             // Whatever broke, start from a fresh connection next time.
             *guard = None;
@@ -194,9 +204,8 @@ async fn publish_on(
         .await?;
         pending.push(confirm);
     }
-    let confirmations = tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(pending))
-        .await
-        .map_err(|_| BusError::Timeout("waiting for publisher confirms"))?;
+    // Bounded by the caller's PUBLISH_TIMEOUT.
+    let confirmations = futures::future::join_all(pending).await;
     let mut confirmed = Vec::with_capacity(confirmations.len());
     for c in confirmations {
         confirmed.push(match c? {

@@ -157,10 +157,13 @@ impl Db {
     /// harmless: the consumers are idempotent.
     ///
     /// `publish` returns the ids the broker confirmed, plus the error that
-    /// stopped it, if any.
+    /// stopped it, if any; `publish_within` is how long it may take (its own
+    /// bound), allowed on top of the store's deadline so that the pass is
+    /// rolled back, never dropped mid-transaction.
     pub async fn relay_outbox<F, Fut, E>(
         &self,
         limit: i64,
+        publish_within: std::time::Duration,
         publish: F,
     ) -> Result<(RelayPass, Option<E>), StoreError>
     where
@@ -168,7 +171,7 @@ impl Db {
         Fut: Future<Output = (Vec<i64>, Option<E>)> + Send,
         E: Send,
     {
-        self.bounded(async {
+        self.bounded_with(publish_within, async {
             count_query("outbox_claim");
             let mut conn = self.conn().await?;
             // Set when the pass is rolled back, to report what happened.

@@ -180,16 +180,26 @@ impl Db {
         &self,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.deadline, call)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(std::sync::Arc::from(Box::<
-                    dyn std::error::Error + Send + Sync,
-                >::from(format!(
-                    "no answer from Postgres within {:?}",
-                    self.deadline
-                ))))
-            })?
+        self.bounded_with(Duration::ZERO, call).await
+    }
+
+    /// Runs one store call under the client-side deadline plus `extra`: the
+    /// time the call spends on something else than Postgres, such as the
+    /// relay's publish inside its transaction. Cutting that short would drop
+    /// the transaction mid-way instead of rolling it back.
+    pub(crate) async fn bounded_with<T>(
+        &self,
+        extra: Duration,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let deadline = self.deadline + extra;
+        tokio::time::timeout(deadline, call).await.map_err(|_| {
+            StoreError::Unavailable(std::sync::Arc::from(Box::<
+                dyn std::error::Error + Send + Sync,
+            >::from(format!(
+                "no answer from Postgres within {deadline:?}"
+            ))))
+        })?
     }
 
     /// A connection from the pool.

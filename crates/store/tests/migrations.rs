@@ -66,16 +66,20 @@ async fn the_trigger_migration_runs_on_a_database_with_data() {
 
     let db = store::Db::connect(&url, &store::PoolSettings::default()).unwrap();
     let (pass, error): (store::RelayPass, Option<()>) = db
-        .relay_outbox(10, |messages| async move {
-            assert_eq!(messages.len(), 2);
-            // The unsent row from before goes out exactly as it was written.
-            assert_eq!(messages[0].body, br#"{"legacy":true}"#);
-            let event = domain::ChangeEvent::from_slice(&messages[1].body).unwrap();
-            assert_eq!(event.version.get(), 5);
-            assert_eq!(event.product.unwrap().price_cents, 2);
-            assert!(event.lsn.is_some());
-            (messages.iter().map(|m| m.id).collect(), None)
-        })
+        .relay_outbox(
+            10,
+            std::time::Duration::from_secs(5),
+            |messages| async move {
+                assert_eq!(messages.len(), 2);
+                // The unsent row from before goes out exactly as it was written.
+                assert_eq!(messages[0].body, br#"{"legacy":true}"#);
+                let event = domain::ChangeEvent::from_slice(&messages[1].body).unwrap();
+                assert_eq!(event.version.get(), 5);
+                assert_eq!(event.product.unwrap().price_cents, 2);
+                assert!(event.lsn.is_some());
+                (messages.iter().map(|m| m.id).collect(), None)
+            },
+        )
         .await
         .unwrap();
     assert_eq!((pass.claimed, pass.sent, error), (2, 2, None));

@@ -33,7 +33,7 @@ async fn a_claim_planned_on_an_empty_outbox_drains_a_large_backlog() {
     .unwrap();
     let pass = async |db: &Db| {
         let (pass, error): (store::RelayPass, Option<()>) = db
-            .relay_outbox(LIMIT, |messages| async move {
+            .relay_outbox(LIMIT, Duration::from_secs(5), |messages| async move {
                 let ids: Vec<i64> = messages.iter().map(|m| m.id).collect();
                 (ids, None)
             })

@@ -142,7 +142,7 @@ impl Relay {
             let publisher = Arc::clone(&self.publisher);
             let (pass, error) = self
                 .db
-                .relay_outbox(i64::from(self.batch), move |rows| {
+                .relay_outbox(i64::from(self.batch), bus::PUBLISH_TIMEOUT, move |rows| {
                     let span = tracing::debug_span!("relay.publish", rows = rows.len());
                     publish(publisher, rows).instrument(span)
                 })

@@ -79,6 +79,54 @@ async fn writes_succeed_while_rabbitmq_is_down_and_events_follow_when_it_returns
 }
 
 #[tokio::test]
+async fn a_broker_that_hangs_mid_publish_gets_the_rows_back_in_one_bound() {
+    let (proxy, url) = Proxy::for_url(&test_support::amqp_url()).await;
+    let app = spawn_app_with(|s| s.amqp.url = url).await;
+    let mut events = app.env.listen().await;
+    let id = app.create("HANG-1").await["id"].as_i64().unwrap();
+    events.take(1, WAIT).await;
+    // Its confirm, too, came back through the proxy.
+    test_support::eventually("the outbox to empty", WAIT, || async {
+        (app.counts().await.1 == 0).then_some(())
+    })
+    .await;
+
+    // The relay's connection stays open and hears nothing back: its pass
+    // claims the row, publishes, and waits for a confirm that never comes.
+    proxy.set(Mode::Hang).await;
+    let res = app.patch(id, &json!({"price_cents": 7}), None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Within the publish bound (plus a margin for a loaded machine) the pass
+    // is rolled back: the row is back in the outbox and no relay session
+    // is left holding it.
+    let released = test_support::eventually("the relay to give the row back", WAIT, || async {
+        let held = app
+            .env
+            .psql(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() \
+                 AND application_name = 'write-api-relay' AND state LIKE 'idle in transaction%'",
+            )
+            .await;
+        let free = app
+            .env
+            .psql("SELECT count(*) FROM (SELECT id FROM outbox FOR UPDATE SKIP LOCKED) claimable")
+            .await;
+        (held.trim() == "0" && free.trim() == "1").then_some(())
+    });
+    released.await;
+    events.assert_quiet(Duration::from_millis(200)).await;
+
+    proxy.set(Mode::Up).await;
+    let got = events.take(1, WAIT).await;
+    assert_eq!(got[0].event.version.get(), 2);
+    test_support::eventually("the outbox to empty", WAIT, || async {
+        (app.counts().await.1 == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn another_instance_publishes_what_a_dead_one_left_behind() {
     let dead_broker = format!(
         "amqp://guest:guest@127.0.0.1:{}/%2f",
