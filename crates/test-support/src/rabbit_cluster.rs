@@ -245,6 +245,92 @@ impl RabbitCluster {
         self.nodes.iter().position(|n| n.name == leader)
     }
 
+    /// Quorum queue `queue` (on vhost `/`) as a running node reports it:
+    /// its `leader`, `members`, `online` members and `messages`; None if no
+    /// running node answers or the queue is unknown.
+    pub async fn queue_status(&self, queue: &str) -> Option<serde_json::Value> {
+        let via = self.nodes.iter().position(|n| n.child.is_some())?;
+        let out = self
+            .rabbitmqctl(
+                via,
+                &[
+                    "-q",
+                    "list_queues",
+                    "name",
+                    "leader",
+                    "members",
+                    "online",
+                    "messages",
+                    "--formatter",
+                    "json",
+                ],
+            )
+            .await
+            .ok()?;
+        let queues: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
+        queues.into_iter().find(|q| q["name"] == queue)
+    }
+
+    /// The nodes that hold the client connections named `name` (the AMQP
+    /// `connection_name` a service gives), one entry per connection, as a
+    /// running node reports them.
+    pub async fn connection_nodes(&self, name: &str) -> Vec<usize> {
+        let Some(via) = self.nodes.iter().position(|n| n.child.is_some()) else {
+            return Vec::new();
+        };
+        let Ok(out) = self
+            .rabbitmqctl(
+                via,
+                &[
+                    "-q",
+                    "list_connections",
+                    "port",
+                    "client_properties",
+                    "--formatter",
+                    "json",
+                ],
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        let connections: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+        connections
+            .iter()
+            .filter(|c| {
+                // client_properties: [[key, type, value], ...]
+                c["client_properties"].as_array().is_some_and(|props| {
+                    props
+                        .iter()
+                        .any(|p| p[0] == "connection_name" && p[2] == name)
+                })
+            })
+            .filter_map(|c| {
+                // The server's port the connection came in on: each node
+                // listens on its own.
+                let port = c["port"].as_u64()?;
+                self.nodes.iter().position(|n| u64::from(n.port) == port)
+            })
+            .collect()
+    }
+
+    /// The last `lines` lines of each running node's log, headed by its
+    /// name: what a test prints when the cluster stops doing its job.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let file = node.base.join("log").join(format!("{}.log", node.name));
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("({e})"));
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("--- {} ---\n", node.name));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Runs `rabbitmqctl -n <node i> ARGS` with the cluster's cookie; its
     /// stdout, or what it said when it failed.
     pub async fn rabbitmqctl(&self, i: usize, args: &[&str]) -> Result<String, String> {

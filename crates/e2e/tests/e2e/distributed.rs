@@ -335,7 +335,7 @@ async fn a_redis_failover_loses_no_acknowledged_fence() {
 }
 
 /// A three-node RabbitMQ cluster loses the node that leads the invalidator's
-/// quorum queue while 500 writes flow: no event is lost, the relay and the
+/// quorum queue while 300 writes flow: no event is lost, the relay and the
 /// consumers move to another node, and every instance converges.
 #[tokio::test]
 async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
@@ -343,21 +343,28 @@ async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
     let amqp = cluster.amqp_urls().join(",");
     let sys = Arc::new(System::start_with(2, |s| s.amqp.url.clone_from(&amqp)).await);
     let queue = sys.env.topology().invalidator_queue();
-    let leader = test_support::eventually("a leader for the invalidator queue", WAIT, || {
+    // A leader, and a member on every node: losing one node then leaves a
+    // majority, and the queue must go on.
+    let leader = test_support::eventually("the invalidator queue on all three nodes", WAIT, || {
         let (cluster, queue) = (&cluster, queue.clone());
-        async move { cluster.queue_leader(&queue).await }
+        async move {
+            let status = cluster.queue_status(&queue).await?;
+            let online = status["online"].as_array()?.len();
+            (online == 3).then_some(())?;
+            cluster.queue_leader(&queue).await
+        }
     })
     .await;
 
     let mut ids = Vec::new();
-    for i in 0..50 {
+    for i in 0..30 {
         ids.push(
             sys.admin.create(&product(&format!("MQ-{i}"))).await["id"]
                 .as_i64()
                 .unwrap(),
         );
     }
-    // 500 writes: ten to each product, from a task, while the leader goes.
+    // 300 writes: ten to each product, from a task, while the leader goes.
     let writer = {
         let (sys, ids) = (Arc::clone(&sys), ids.clone());
         tokio::spawn(async move {
@@ -394,6 +401,10 @@ async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
         })
         .collect();
     let stopped = tokio::time::Instant::now();
+    eprintln!(
+        "stopping node {leader}, the queue's leader; the relay's connection is on {:?}",
+        cluster.connection_nodes("write-api").await
+    );
     cluster.stop_node(leader).await;
     writer.await.unwrap();
     let writes_done = tokio::time::Instant::now();
@@ -404,6 +415,11 @@ async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
     let db = sys.env.db();
     let l2 = sys.l2();
     let arrived = tokio::time::timeout(Duration::from_secs(90), async {
+        // What was last seen, and since when: a pass that sees no progress
+        // for 15 s prints what the relay, Postgres and the cluster say.
+        let mut last_seen = (usize::MAX, i64::MAX);
+        let mut since = tokio::time::Instant::now();
+        let mut reported = false;
         loop {
             let mut behind = Vec::new();
             for &id in &ids {
@@ -427,11 +443,21 @@ async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
                 behind.len(),
                 &behind[..behind.len().min(3)]
             );
+            if (behind.len(), backlog) != last_seen {
+                last_seen = (behind.len(), backlog);
+                since = tokio::time::Instant::now();
+            } else if !reported && since.elapsed() > Duration::from_secs(15) {
+                reported = true;
+                eprintln!("{}", stall_report(&sys, &cluster, &queue).await);
+            }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     })
     .await;
-    assert!(arrived.is_ok(), "events were lost");
+    if arrived.is_err() {
+        eprintln!("{}", stall_report(&sys, &cluster, &queue).await);
+        panic!("events were lost");
+    }
     let all_applied = stopped.elapsed();
     let after_last_write = writes_done.elapsed();
     for &id in &ids {
@@ -455,4 +481,38 @@ async fn losing_the_leading_rabbitmq_node_under_writes_loses_no_event() {
     .await;
     let new_leader = cluster.queue_leader(&queue).await;
     assert!(new_leader.is_some_and(|n| n != leader), "{new_leader:?}");
+}
+
+/// What the relay, Postgres and the RabbitMQ cluster say when events stop
+/// arriving: enough to tell a relay that fails its passes from one that
+/// finds nothing to claim, and a queue without a leader from a consumer
+/// that is gone.
+async fn stall_report(sys: &System, cluster: &RabbitCluster, queue: &str) -> String {
+    let relay = match Metrics::of(&sys.write.base).await {
+        Some(m) => format!(
+            "relay: {} failed passes, {} events in {} messages published",
+            m.sum("outbox_publish_failures_total"),
+            m.sum("outbox_published_total"),
+            m.sum("outbox_messages_published_total"),
+        ),
+        None => "relay: no metrics".to_owned(),
+    };
+    let ready = match reqwest::get(sys.write.url("/readyz")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let sessions = sys
+        .env
+        .psql(
+            "SELECT application_name, state, now() - xact_start, wait_event, left(query, 80) \
+             FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+        )
+        .await;
+    let status = cluster.queue_status(queue).await;
+    format!(
+        "=== stalled ===\n{relay}\nwrite-api /readyz: {ready}\nsessions:\n{sessions}\n\
+         queue: {status:?}\nnode logs:\n{}",
+        cluster.log_tails(40)
+    )
 }
