@@ -396,7 +396,8 @@ def main():
     if rp:
         out += ["### Repricing the whole catalog", "",
                 f"`catalog-bench reprice`: every product gets a new price through `PATCH /products/bulk` "
-                f"({rp.get('batch_size', '?')} items a request, {rp.get('concurrency', '?')} in flight) while "
+                f"({rp.get('batch_size', '?')} items a request, {rp.get('concurrency', '?')} in flight"
+                f"{paced(rp)}) while "
                 f"Zipf reads run on A and B at {int(a.reprice_read_rate):,}/s (open loop). Freshness: sampled "
                 "products of each batch polled on both instances from the bulk answer until the new version "
                 "shows. After convergence every product is read once on each instance.",
@@ -502,6 +503,12 @@ def main():
     else:
         doc = doc.rstrip() + "\n\n" + generated + "\n"
     a.doc.write_text(doc)
+
+
+def paced(rp):
+    """How the apply was paced, as the prose says it."""
+    rate = rp.get("rate")
+    return f", paced at {rate:,.0f} products/s" if rate else ""
 
 
 def reprice_rows(rp):

@@ -353,6 +353,13 @@ pub struct RepriceArgs {
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
 
+    /// Pace the apply at this many products per second: batch n starts no
+    /// sooner than n × batch / rate after the first (default: as fast as
+    /// the bulk requests go). A paced reprice leaves the storefront its
+    /// share of a shared machine.
+    #[arg(long, value_name = "ITEMS_PER_S")]
+    pub rate: Option<f64>,
+
     /// Products of each batch polled on every instance after its 200.
     #[arg(long, default_value_t = 4)]
     pub samples_per_batch: usize,
@@ -627,6 +634,7 @@ fn reprice_opts(a: RepriceArgs, progress: bool) -> anyhow::Result<RepriceOpts> {
         keys,
         batch: a.batch,
         concurrency: a.concurrency,
+        rate: a.rate,
         samples_per_batch: a.samples_per_batch,
         poll_interval: a.poll_interval,
         timeout: a.timeout,

@@ -287,12 +287,15 @@ fn requests_line(r: &RequestSummary) -> String {
 fn reprice_apply(r: &RepriceReport, f: &mut Formatter<'_>) -> fmt::Result {
     writeln!(
         f,
-        "reprice \"{}\": {} products in {} batches of {}, {} in flight, {} instance(s)",
+        "reprice \"{}\": {} products in {} batches of {}, {} in flight{}, {} instance(s)",
         r.label,
         r.products,
         r.batches,
         r.batch_size,
         r.concurrency,
+        r.rate
+            .map(|rate| format!(", paced at {rate:.0} products/s"))
+            .unwrap_or_default(),
         r.config.urls.len()
     )?;
     writeln!(

@@ -375,6 +375,9 @@ async fn reprice_across_read_apis(
         keys: Keys::List(ids.to_vec()),
         batch: 25,
         concurrency: 2,
+        // Paced: the second batch of 25 starts 0.5 s after the first,
+        // though two are allowed in flight.
+        rate: Some(50.0),
         samples_per_batch: 4,
         background: Some(LoadOpts {
             urls: urls.clone(),
@@ -409,9 +412,10 @@ async fn reprice_across_read_apis(
     assert!(report.stale_examples.is_empty());
     assert_eq!(report.verified_reads, 2 * n, "{report}");
     assert!(
-        report.apply_s > 0.0 && report.events_per_s > 0.0,
-        "{report}"
+        report.apply_s >= 0.5 && report.events_per_s > 0.0,
+        "the pace holds the second batch back: {report}"
     );
+    assert_eq!(report.rate, Some(50.0));
     let reads = report.reads_during_run.as_ref().unwrap();
     let background = report.background.as_ref().unwrap();
     assert!(reads.requests > 0 && reads.errors == 0, "{report}");

@@ -156,23 +156,27 @@ struct Sent {
     first_error: Option<String>,
 }
 
-/// Sends every batch, `concurrency` at a time, passing each 200 to `acks`
+/// Sends every batch, `concurrency` at a time (batch n no sooner than
+/// n × `pace` after the start, when paced), passing each 200 to `acks`
 /// as it arrives. A failed batch is counted and the run goes on (each
 /// batch is all or nothing); a 200 that does not hold one version per item
 /// stops it.
 pub(super) async fn apply(
     batches: Arc<Batches>,
     concurrency: usize,
+    pace: Option<Duration>,
     acks: mpsc::UnboundedSender<Acked>,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<Applied> {
     // One shared cursor: a sender takes the next batch when it is free.
     let next = Arc::new(AtomicUsize::new(0));
+    let schedule = pace.map(|every| (Instant::now(), every));
     let senders: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             tokio::spawn(send_batches(
                 Arc::clone(&batches),
                 Arc::clone(&next),
+                schedule,
                 acks.clone(),
                 bar.clone(),
             ))
@@ -208,6 +212,7 @@ pub(super) async fn apply(
 async fn send_batches(
     batches: Arc<Batches>,
     next: Arc<AtomicUsize>,
+    schedule: Option<(Instant, Duration)>,
     acks: mpsc::UnboundedSender<Acked>,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<Sent> {
@@ -225,6 +230,10 @@ async fn send_batches(
         let (Some(ids), Some(body)) = (batches.ids.get(b), batches.bodies.get(b)) else {
             break;
         };
+        if let Some((start, every)) = schedule {
+            let n = u32::try_from(b).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(start + every * n).await;
+        }
         let req = http::request(
             Method::PATCH,
             batches.uri.clone(),

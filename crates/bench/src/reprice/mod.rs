@@ -57,6 +57,8 @@ pub struct RepriceOpts {
     pub batch: usize,
     /// Bulk requests in flight.
     pub concurrency: usize,
+    /// Products per second to pace the apply at (None: unpaced).
+    pub rate: Option<f64>,
     /// Products of each batch polled on every instance after its 200.
     pub samples_per_batch: usize,
     /// Pause between polls of one sample (keeps the polling from
@@ -86,6 +88,7 @@ impl Default for RepriceOpts {
             keys: Keys::default(),
             batch: MAX_BATCH,
             concurrency: 2,
+            rate: None,
             samples_per_batch: 4,
             poll_interval: Duration::from_millis(1),
             timeout: Duration::from_secs(10),
@@ -183,6 +186,9 @@ pub struct RepriceReport {
     pub batches: u64,
     pub batch_size: usize,
     pub concurrency: usize,
+    /// Products per second the apply was paced at (`null`: unpaced).
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// First bulk request sent to the last 200 received, s.
     pub apply_s: f64,
     /// `repriced` per second of `apply_s`.
@@ -285,6 +291,9 @@ fn validate(opts: &RepriceOpts) -> anyhow::Result<()> {
     if opts.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
+    if opts.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--rate must be a positive number of products per second");
+    }
     if opts.timeout.is_zero() {
         bail!("--timeout must be positive");
     }
@@ -327,7 +336,18 @@ async fn apply_and_sample(
     let bar = progress::bar(products as u64, "products", opts.progress);
     // `apply` drops the last sender when it returns, which ends the sampler
     // once its samples are done.
-    let applied = apply::apply(Arc::clone(batches), opts.concurrency, acks, bar.clone()).await?;
+    // Batch n starts no sooner than n × this after the first.
+    let pace = opts
+        .rate
+        .map(|r| Duration::from_secs_f64(opts.batch as f64 / r));
+    let applied = apply::apply(
+        Arc::clone(batches),
+        opts.concurrency,
+        pace,
+        acks,
+        bar.clone(),
+    )
+    .await?;
     bar.finish_and_clear();
     let samples = sampler.await.context("the sampler panicked")??;
     Ok((applied, samples, cpu_before.until(&CpuSnapshot::now())))
@@ -373,6 +393,7 @@ fn assemble(opts: &RepriceOpts, (products, batches): (usize, usize), m: Measured
         batches: batches as u64,
         batch_size: opts.batch,
         concurrency: opts.concurrency,
+        rate: opts.rate,
         apply_s,
         events_per_s: if apply_s > 0.0 {
             repriced as f64 / apply_s
