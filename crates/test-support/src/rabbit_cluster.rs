@@ -227,21 +227,8 @@ impl RabbitCluster {
     /// as a running node reports it; None if no running node answers, the
     /// queue is unknown or has no leader right now.
     pub async fn queue_leader(&self, queue: &str) -> Option<usize> {
-        let via = self.nodes.iter().position(|n| n.child.is_some())?;
-        let out = self
-            .rabbitmqctl(
-                via,
-                &["-q", "list_queues", "name", "leader", "--formatter", "json"],
-            )
-            .await
-            .ok()?;
-        let queues: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
-        let leader = queues
-            .iter()
-            .find(|q| q["name"] == queue)?
-            .get("leader")?
-            .as_str()?
-            .to_owned();
+        let status = self.queue_status(queue).await?;
+        let leader = status.get("leader")?.as_str()?;
         self.nodes.iter().position(|n| n.name == leader)
     }
 
@@ -249,52 +236,38 @@ impl RabbitCluster {
     /// its `leader`, `members`, `online` members and `messages`; None if no
     /// running node answers or the queue is unknown.
     pub async fn queue_status(&self, queue: &str) -> Option<serde_json::Value> {
+        self.list(&[
+            "list_queues",
+            "name",
+            "leader",
+            "members",
+            "online",
+            "messages",
+        ])
+        .await?
+        .into_iter()
+        .find(|q| q["name"] == queue)
+    }
+
+    /// The rows of `rabbitmqctl -q LIST_COMMAND COLUMNS... --formatter
+    /// json` on a running node; None if none answers.
+    async fn list(&self, command: &[&str]) -> Option<Vec<serde_json::Value>> {
         let via = self.nodes.iter().position(|n| n.child.is_some())?;
-        let out = self
-            .rabbitmqctl(
-                via,
-                &[
-                    "-q",
-                    "list_queues",
-                    "name",
-                    "leader",
-                    "members",
-                    "online",
-                    "messages",
-                    "--formatter",
-                    "json",
-                ],
-            )
-            .await
-            .ok()?;
-        let queues: Vec<serde_json::Value> = serde_json::from_str(&out).ok()?;
-        queues.into_iter().find(|q| q["name"] == queue)
+        let mut args = vec!["-q"];
+        args.extend_from_slice(command);
+        args.extend_from_slice(&["--formatter", "json"]);
+        let out = self.rabbitmqctl(via, &args).await.ok()?;
+        serde_json::from_str(&out).ok()
     }
 
     /// The nodes that hold the client connections named `name` (the AMQP
     /// `connection_name` a service gives), one entry per connection, as a
     /// running node reports them.
     pub async fn connection_nodes(&self, name: &str) -> Vec<usize> {
-        let Some(via) = self.nodes.iter().position(|n| n.child.is_some()) else {
-            return Vec::new();
-        };
-        let Ok(out) = self
-            .rabbitmqctl(
-                via,
-                &[
-                    "-q",
-                    "list_connections",
-                    "port",
-                    "client_properties",
-                    "--formatter",
-                    "json",
-                ],
-            )
+        let connections = self
+            .list(&["list_connections", "port", "client_properties"])
             .await
-        else {
-            return Vec::new();
-        };
-        let connections: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+            .unwrap_or_default();
         connections
             .iter()
             .filter(|c| {
