@@ -65,8 +65,21 @@ struct Node {
     child: Option<Child>,
 }
 
+impl Node {
+    /// The node's own log (`RABBITMQ_LOG_BASE/<name>.log`): where a failed
+    /// boot says why.
+    fn log_file(&self) -> PathBuf {
+        self.base.join("log").join(format!("{}.log", self.name))
+    }
+}
+
 /// How long a node may take to boot; a node joining waits for the seed.
 const BOOT_WAIT: Duration = Duration::from_secs(90);
+/// Whole clusters tried before a test gives up: a node that fails its boot
+/// (on a loaded machine, now and then, with only "BOOT FAILED" on its
+/// stdout) leaves the others half-clustered with it, so the retry is a new
+/// cluster under new names, not that node alone.
+const CLUSTER_ATTEMPTS: u32 = 3;
 
 impl RabbitCluster {
     /// Starts `n` clustered nodes (3 for the quorum tests) and returns once
@@ -74,18 +87,30 @@ impl RabbitCluster {
     /// running. 13 to 15 s for three nodes on two cores.
     pub async fn start(n: usize) -> Self {
         assert!((1..=26).contains(&n), "a RabbitCluster has 1 to 26 nodes");
-        let mut cluster = Self::prepare(n, None);
-        cluster.boot_all().await;
-        cluster
+        Self::start_with(n, None).await
+    }
+
+    /// Boots a cluster of `n` nodes, a new one after a failed boot.
+    async fn start_with(n: usize, tls: Option<&TlsFiles>) -> Self {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Self::prepare(n, tls.cloned());
+            match cluster.boot_all().await {
+                Ok(()) => return cluster,
+                Err(why) if attempt < CLUSTER_ATTEMPTS => {
+                    eprintln!("RabbitMQ cluster boot {attempt} failed, starting a new one: {why}");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     /// One node with an `amqps` listener using `tls`'s server certificate
     /// (client certificates are verified when presented, not required),
     /// beside its plain listener.
     pub async fn start_tls(tls: &TlsFiles) -> Self {
-        let mut cluster = Self::prepare(1, Some(tls.clone()));
-        cluster.boot_all().await;
-        cluster
+        Self::start_with(1, Some(tls)).await
     }
 
     fn prepare(n: usize, tls: Option<TlsFiles>) -> Self {
@@ -127,13 +152,13 @@ impl RabbitCluster {
     }
 
     /// Boots every node at once, then waits for the cluster to agree.
-    async fn boot_all(&mut self) {
+    async fn boot_all(&mut self) -> Result<(), String> {
         for i in 0..self.nodes.len() {
             self.pick_ports(i);
             self.spawn(i);
         }
         for i in 0..self.nodes.len() {
-            self.wait_booted(i, true).await;
+            self.wait_booted(i, true).await?;
         }
         let (this, want) = (&*self, self.nodes.len());
         crate::eventually(
@@ -142,6 +167,7 @@ impl RabbitCluster {
             || async move { (this.running_nodes(0).await.ok()?.len() == want).then_some(()) },
         )
         .await;
+        Ok(())
     }
 
     /// Number of nodes (running or not).
@@ -205,7 +231,9 @@ impl RabbitCluster {
     pub async fn start_node(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none(), "node {i} is running");
         self.spawn(i);
-        self.wait_booted(i, false).await;
+        if let Err(why) = self.wait_booted(i, false).await {
+            panic!("{why}");
+        }
     }
 
     /// The node names `cluster_status` on node `via` reports running.
@@ -292,8 +320,8 @@ impl RabbitCluster {
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-            let file = node.base.join("log").join(format!("{}.log", node.name));
-            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| format!("({e})"));
+            let text =
+                std::fs::read_to_string(node.log_file()).unwrap_or_else(|e| format!("({e})"));
             let tail: Vec<&str> = text.lines().rev().take(lines).collect();
             out.push_str(&format!("--- {} ---\n", node.name));
             for line in tail.into_iter().rev() {
@@ -402,7 +430,7 @@ impl RabbitCluster {
     /// open at the end of the boot, after it joined the cluster). A node
     /// that exits instead is respawned on new ports if `may_move` and a port
     /// was taken, else reported with its log.
-    async fn wait_booted(&mut self, i: usize, may_move: bool) {
+    async fn wait_booted(&mut self, i: usize, may_move: bool) -> Result<(), String> {
         for attempt in 1..=PORT_ATTEMPTS {
             let port = self.nodes[i].port;
             let child = self.nodes[i].child.as_mut().expect("spawned");
@@ -422,21 +450,28 @@ impl RabbitCluster {
             })
             .await;
             let Err(status) = booted else {
-                return;
+                return Ok(());
             };
             self.nodes[i].child = None;
-            let out = fixture::log_tail(&self.nodes[i].base.join("stdout.log"), 30);
+            let node = &self.nodes[i];
+            let out = fixture::log_tail(&node.base.join("stdout.log"), 30);
             if !(out.contains("eaddrinuse") && may_move && attempt < PORT_ATTEMPTS) {
-                panic!(
-                    "RabbitMQ node {} exited while booting ({status})\n{out}",
-                    self.nodes[i].name
-                );
+                // stdout may end at "BOOT FAILED"; the reason is in the log.
+                let log = fixture::log_tail(&node.log_file(), 30);
+                return Err(format!(
+                    "RabbitMQ node {} exited while booting ({status})\n{out}\n{log}",
+                    node.name
+                ));
             }
             // Its database was half made: start over on new ports.
             let _ = std::fs::remove_dir_all(self.nodes[i].base.join("mnesia"));
             self.pick_ports(i);
             self.spawn(i);
         }
+        Err(format!(
+            "RabbitMQ node {} found no free ports in {PORT_ATTEMPTS} attempts",
+            self.nodes[i].name
+        ))
     }
 }
 
