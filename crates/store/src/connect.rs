@@ -187,12 +187,15 @@ impl Connector {
         let builder = match mode {
             SslMode::Plain | SslMode::Require => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider))),
+                .with_custom_certificate_verifier(Arc::new(CertCheck {
+                    roots: None,
+                    provider,
+                })),
             SslMode::VerifyCa => {
-                let roots = Arc::new(tls.roots().map_err(TargetError::Roots)?);
+                let roots = Some(Arc::new(tls.roots().map_err(TargetError::Roots)?));
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly { roots, provider }))
+                    .with_custom_certificate_verifier(Arc::new(CertCheck { roots, provider }))
             }
             SslMode::VerifyFull => {
                 builder.with_root_certificates(tls.roots().map_err(TargetError::Roots)?)
@@ -285,67 +288,22 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-/// `sslmode=require`: any certificate. The handshake's own signatures are
-/// still checked, so the session is encrypted to whoever holds the key of
-/// the certificate presented; who that is, nobody checked.
+/// What `sslmode=require` and `verify-ca` check of the server's
+/// certificate; `verify-full` uses rustls' own verifier.
+///
+/// - `roots: None` (`require`): any certificate. The handshake's own
+///   signatures are still checked, so the session is encrypted to whoever
+///   holds the key of the certificate presented; who that is, nobody checked.
+/// - `roots: Some` (`verify-ca`): the certificate must chain to a trusted
+///   root; the host name is not checked (rustls' own chain check, without
+///   its name check).
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: the certificate must chain to a trusted root; the
-/// host name is not checked (rustls' own chain check, without its name
-/// check).
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct CertCheck {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for CertCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -354,14 +312,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
