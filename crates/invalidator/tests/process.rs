@@ -5,7 +5,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use bus::{Outgoing, Publisher};
+use bus::Outgoing;
 use chrono::Utc;
 use domain::{ChangeEvent, ProductId, Version};
 use test_support::TestEnv;
@@ -52,11 +52,7 @@ async fn sigkill_mid_stream_loses_nothing() {
     let mut first = spawn(&env, port);
     ready(port).await;
 
-    let publisher = Publisher::new(
-        bus::Broker::new(&test_support::amqp_url(), Default::default()),
-        "test",
-        env.topology(),
-    );
+    let publisher = env.publisher();
     let publish = |events: Vec<ChangeEvent>| {
         let publisher = &publisher;
         async move {

@@ -46,11 +46,7 @@ fn update(id: i64, version: i64) -> ChangeEvent {
 }
 
 async fn publish(env: &TestEnv, events: &[ChangeEvent]) {
-    let publisher = Publisher::new(
-        bus::Broker::new(&test_support::amqp_url(), Default::default()),
-        "test",
-        env.topology(),
-    );
+    let publisher = env.publisher();
     let bodies: Vec<(String, String, Vec<u8>)> = events
         .iter()
         .map(|e| {
@@ -209,11 +205,7 @@ async fn malformed_messages_are_dead_lettered_at_once_and_poison_after_the_retri
     settings.invalidator.max_retries = 3;
     let worker = start(settings).await;
     let topology = env.topology();
-    let publisher = Publisher::new(
-        bus::Broker::new(&test_support::amqp_url(), Default::default()),
-        "test",
-        topology.clone(),
-    );
+    let publisher = env.publisher();
     publish_raw(
         &publisher,
         &[(
@@ -287,11 +279,7 @@ async fn a_batch_message_applies_every_event_and_settles_as_one() {
     settings.invalidator.max_retries = 2;
     let _worker = start(settings).await;
     let topology = env.topology();
-    let publisher = Publisher::new(
-        bus::Broker::new(&test_support::amqp_url(), Default::default()),
-        "test",
-        topology.clone(),
-    );
+    let publisher = env.publisher();
     let batch = |events: &[ChangeEvent]| {
         (
             "product.updated".to_owned(),

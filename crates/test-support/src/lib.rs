@@ -191,6 +191,16 @@ impl TestEnv {
         bus::Topology::new(&self.namespace)
     }
 
+    /// A publisher (with confirms) to this test's events exchange on the
+    /// shared broker: what tests use to send events as the relay would.
+    pub fn publisher(&self) -> bus::Publisher {
+        bus::Publisher::new(
+            bus::Broker::new(&amqp_url(), Default::default()),
+            "test",
+            self.topology(),
+        )
+    }
+
     /// Starts listening to every event on this namespace's exchange.
     pub async fn listen(&self) -> EventListener {
         EventListener::bind(&self.topology()).await

@@ -5,7 +5,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use bus::{Outgoing, Publisher};
+use bus::Outgoing;
 use rand::seq::SliceRandom;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -165,11 +165,7 @@ async fn redelivered_old_events_in_any_order_change_nothing() {
     // Every old event again, twice, shuffled.
     old.extend(old.clone());
     old.shuffle(&mut rand::rng());
-    let publisher = Publisher::new(
-        bus::Broker::new(&test_support::amqp_url(), Default::default()),
-        "test",
-        sys.env.topology(),
-    );
+    let publisher = sys.env.publisher();
     let bodies: Vec<(String, String, Vec<u8>)> = old
         .iter()
         .map(|r| {
