@@ -11,11 +11,13 @@
 //! presenting its client certificate when one is; `amqp://` stays plain text,
 //! connected exactly as before.
 
+mod acks;
 mod publisher;
 mod topology;
 
 use std::{sync::Arc, time::Duration};
 
+pub use acks::{ACK_IDLE, Acks};
 pub use lapin;
 pub use publisher::{CORRELATION_IDS, Outgoing, PUBLISH_TIMEOUT, Publisher};
 pub use topology::{Topology, declare_instance_queue, declare_topology};

@@ -1,5 +1,7 @@
 //! The event consumer: takes what the broker has in flight (up to the
-//! prefetch), applies it to Redis in one pipelined round trip, then acks.
+//! prefetch), applies it to Redis in one pipelined round trip, then acks:
+//! applied messages in runs, one `multiple` ack each (`bus::Acks`), since
+//! every ack frame is a write to the quorum queue's log.
 //!
 //! Failures are sorted by whose fault they are:
 //! - Redis cannot take the batch now (unreachable, slow, refusing writes,
@@ -19,7 +21,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -31,7 +33,7 @@ use domain::ChangeEvent;
 use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
 };
 use parking_lot::Mutex;
@@ -41,6 +43,9 @@ use tracing::Instrument;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Applied messages acked together, at most (and at most half the
+/// prefetch, so the broker never waits on our acks to deliver more).
+const ACK_EVERY: u16 = 64;
 
 pub struct Consumer {
     pub broker: bus::Broker,
@@ -140,6 +145,54 @@ struct Work {
     correlation_ids: Vec<Option<String>>,
 }
 
+/// One channel's acknowledgements: the applied messages waiting for their
+/// `multiple` ack, and how many refused messages wait to be requeued. While
+/// any does, applied messages are acked one by one, since a `multiple` ack
+/// would settle the waiting one too.
+struct Settling {
+    acks: bus::Acks,
+    requeues: Arc<AtomicUsize>,
+}
+
+impl Settling {
+    fn new(prefetch: u16) -> Self {
+        Self {
+            acks: bus::Acks::new(u32::from(ACK_EVERY.min(prefetch / 2))),
+            requeues: Arc::default(),
+        }
+    }
+
+    async fn ack(&mut self, delivery: Delivery) -> Result<(), BusError> {
+        if self.requeues.load(Ordering::Acquire) == 0 {
+            self.acks.push(delivery.acker).await
+        } else {
+            self.acks.ack_alone(&delivery.acker).await
+        }
+    }
+
+    /// Returns a refused message to the queue after a pause that grows
+    /// with its failures, so a poison message does not spin; the queue
+    /// counts the return. What waits to be acked (all earlier) goes first.
+    async fn requeue_later(&mut self, delivery: Delivery, failures: u32) {
+        if self.acks.flush().await.is_err() {
+            tracing::warn!("some acks were lost; those events will be applied again");
+        }
+        let pause =
+            (BACKOFF_MIN * 2u32.saturating_pow(failures.min(6))).min(Duration::from_secs(2));
+        let requeues = Arc::clone(&self.requeues);
+        requeues.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            let nack = delivery.acker.nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            });
+            let _ = bus::timed("requeueing", nack).await;
+            requeues.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
 impl Consumer {
     /// Consumes until `shutdown`, reconnecting with capped backoff.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -189,11 +242,17 @@ impl Consumer {
         self.set_connected(true);
         backoff.reset();
         tracing::info!(queue = %self.topology.invalidator_queue(), prefetch = self.prefetch, "consuming product events");
+        let mut settling = Settling::new(self.prefetch);
         loop {
             let first = tokio::select! {
                 d = deliveries.next() => d,
+                () = tokio::time::sleep(bus::ACK_IDLE), if settling.acks.is_pending() => {
+                    settling.acks.flush().await?;
+                    continue;
+                }
                 () = shutdown.cancelled() => {
                     // Unacked messages go back to the queue when we close.
+                    let _ = settling.acks.flush().await;
                     bus::close(&connection).await;
                     return Ok(());
                 }
@@ -207,12 +266,17 @@ impl Consumer {
                     _ => break,
                 }
             }
-            self.process(batch, shutdown).await;
+            self.process(batch, shutdown, &mut settling).await;
         }
     }
 
     /// Applies one batch and settles every message in it.
-    async fn process(&self, batch: Vec<Delivery>, shutdown: &CancellationToken) {
+    async fn process(
+        &self,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+        settling: &mut Settling,
+    ) {
         metrics::histogram!("invalidator_batch_size").record(batch.len() as f64);
         let work = self.decode(batch).await;
         if work.is_empty() {
@@ -226,7 +290,7 @@ impl Consumer {
                 // close.
                 return;
             };
-            self.settle(work, results).await;
+            self.settle(work, results, settling).await;
         }
         .instrument(span)
         .await;
@@ -286,10 +350,15 @@ impl Consumer {
 
     /// Acks the messages whose events were all applied; requeues those
     /// Redis refused any of (`results` holds one per event, in order).
-    async fn settle(&self, work: Vec<Work>, results: Vec<Result<bool, CacheError>>) {
+    async fn settle(
+        &self,
+        work: Vec<Work>,
+        results: Vec<Result<bool, CacheError>>,
+        settling: &mut Settling,
+    ) {
         let now = Utc::now();
         let mut results = results.into_iter();
-        let mut acks = Vec::with_capacity(work.len());
+        let mut lost = false;
         for w in work {
             let mut refused = None;
             for (event, correlation_id) in w.events.iter().zip(&w.correlation_ids) {
@@ -335,7 +404,7 @@ impl Consumer {
             }
             let Some(e) = refused else {
                 self.retries.lock().forget(&retry_key(&w.delivery));
-                acks.push(w.delivery);
+                lost |= settling.ack(w.delivery).await.is_err();
                 continue;
             };
             let failures = self.retries.lock().fail(&retry_key(&w.delivery));
@@ -358,14 +427,9 @@ impl Consumer {
                 max = self.max_retries,
                 "requeueing a message redis refused"
             );
-            requeue_later(w.delivery, failures);
+            settling.requeue_later(w.delivery, failures).await;
         }
-        let acked = futures::future::join_all(
-            acks.iter()
-                .map(|d| bus::timed("acking", d.acker.ack(BasicAckOptions::default()))),
-        )
-        .await;
-        if acked.iter().any(Result::is_err) {
+        if lost {
             // The channel broke after Redis was written: the broker will
             // redeliver, and applying an event twice is harmless.
             tracing::warn!("some acks were lost; those events will be applied again");
@@ -373,6 +437,8 @@ impl Consumer {
     }
 }
 
+/// Rejects a message for good: the queue routes it to the dead-letter
+/// exchange. (A `multiple` ack sent later leaves it alone: it is settled.)
 async fn dead_letter(delivery: Delivery, reason: &'static str) {
     metrics::counter!("invalidator_dead_lettered_total", "reason" => reason).increment(1);
     let nack = delivery.acker.nack(BasicNackOptions {
@@ -380,18 +446,4 @@ async fn dead_letter(delivery: Delivery, reason: &'static str) {
         multiple: false,
     });
     let _ = bus::timed("dead-lettering", nack).await;
-}
-
-/// Returns a refused message to the queue after a pause that grows with its
-/// failures, so a poison message does not spin; the queue counts the return.
-fn requeue_later(delivery: Delivery, failures: u32) {
-    let pause = (BACKOFF_MIN * 2u32.saturating_pow(failures.min(6))).min(Duration::from_secs(2));
-    tokio::spawn(async move {
-        tokio::time::sleep(pause).await;
-        let nack = delivery.acker.nack(BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        });
-        let _ = bus::timed("requeueing", nack).await;
-    });
 }

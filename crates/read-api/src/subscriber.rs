@@ -20,7 +20,7 @@ use domain::ChangeEvent;
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use service::Backoff;
@@ -31,17 +31,6 @@ use tokio_util::sync::CancellationToken;
 const PREFETCH: u16 = 512;
 /// Applied events acked together, at most.
 const ACK_EVERY: u32 = 64;
-/// How long applied events wait for company before their ack goes.
-const ACK_IDLE: Duration = Duration::from_millis(10);
-
-/// Acks every delivery up to and including this one's.
-async fn ack_up_to(acker: Option<lapin::Acker>) -> Result<(), BusError> {
-    let Some(acker) = acker else {
-        return Ok(());
-    };
-    let options = BasicAckOptions { multiple: true };
-    bus::timed("acking", acker.ack(options)).await.map(drop)
-}
 
 /// Keeps L1 fenced by events until `shutdown`.
 pub struct Subscriber {
@@ -110,26 +99,19 @@ impl Subscriber {
         // Acks go in batches (one `multiple` ack covers every delivery up
         // to it): each applied event's ack waits for a few more, or for a
         // short idle moment.
-        let mut unacked: Option<lapin::Acker> = None;
-        let mut pending = 0u32;
+        let mut acks = bus::Acks::new(ACK_EVERY);
         loop {
             tokio::select! {
                 delivery = consumer.next() => match delivery {
                     Some(delivery) => {
                         let delivery = delivery?;
                         self.apply(&delivery).await;
-                        unacked = Some(delivery.acker);
-                        pending += 1;
-                        if pending >= ACK_EVERY {
-                            ack_up_to(unacked.take()).await?;
-                            pending = 0;
-                        }
+                        acks.push(delivery.acker).await?;
                     }
                     None => return Err(BusError::ConsumerClosed),
                 },
-                () = tokio::time::sleep(ACK_IDLE), if unacked.is_some() => {
-                    ack_up_to(unacked.take()).await?;
-                    pending = 0;
+                () = tokio::time::sleep(bus::ACK_IDLE), if acks.is_pending() => {
+                    acks.flush().await?;
                 }
                 () = shutdown.cancelled() => return Ok(()),
             }
