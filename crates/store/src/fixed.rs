@@ -12,7 +12,7 @@
 use diesel::{
     pg::Pg,
     query_builder::{AstPass, Query, QueryFragment, QueryId},
-    sql_types::{BigInt, Bool, Jsonb, Text, Untyped},
+    sql_types::{BigInt, Bool, Jsonb, Nullable, Text, Untyped},
 };
 use serde_json::Value;
 
@@ -100,6 +100,65 @@ impl QueryFragment<Pg> for UpdateProduct<'_> {
     }
 }
 
+/// A patch that needs nothing of the current row (every field but
+/// `attributes`, whose merge must read it) as one statement on its own:
+/// marks the transaction as [`MarkTransaction`] does, keeps each absent
+/// field (`NULL`) as it is, and checks `If-Match` in the `WHERE`, which
+/// Postgres checks again on the newest row version if it waited for a
+/// concurrent writer's lock. One round trip for the whole write, where
+/// `BEGIN`, [`LockProduct`], [`UpdateProduct`] and `COMMIT` take four.
+///
+/// Returns the row as it is now; nothing when there is no such row, the
+/// version did not match, or no column changed (the version trigger skips
+/// the row): the caller then takes the locking path, which tells these
+/// apart.
+pub(crate) struct PatchInPlace<'a> {
+    pub id: i64,
+    pub expected: Option<i64>,
+    pub correlation_id: &'a str,
+    pub relay_woken: &'a str,
+    pub name: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<&'a str>,
+    pub featured: Option<bool>,
+}
+
+impl QueryFragment<Pg> for PatchInPlace<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        // MATERIALIZED, and joined: the marks are set before the join
+        // yields the row, so before any trigger of the update runs.
+        out.push_sql(
+            "WITH mark AS MATERIALIZED (SELECT set_config('catalog.correlation_id', ",
+        );
+        out.push_bind_param::<Text, _>(&self.correlation_id)?;
+        out.push_sql(", true) AS correlation_id, set_config('catalog.relay_woken', ");
+        out.push_bind_param::<Text, _>(&self.relay_woken)?;
+        out.push_sql(", true) AS relay_woken) UPDATE products SET name = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
+        out.push_sql(", name), description = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
+        out.push_sql(", description), category = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.category)?;
+        out.push_sql(", category), price_cents = COALESCE(");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.price_cents)?;
+        out.push_sql(", price_cents), currency = COALESCE(");
+        out.push_bind_param::<Nullable<Text>, _>(&self.currency)?;
+        out.push_sql(", currency), featured = COALESCE(");
+        out.push_bind_param::<Nullable<Bool>, _>(&self.featured)?;
+        out.push_sql(", featured) FROM mark WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&self.id)?;
+        out.push_sql(" AND version = COALESCE(");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.expected)?;
+        out.push_sql(
+            ", version) RETURNING id, sku, name, description, category, price_cents, \
+             currency, featured, attributes, version, created_at, updated_at",
+        );
+        Ok(())
+    }
+}
+
 /// Claims up to `limit` unsent outbox rows (oldest first, skipping rows
 /// another relay holds) by deleting them, returning each with the WAL
 /// position now, which is at or after its commit.
@@ -162,6 +221,7 @@ untyped!(
     MarkTransaction<'_>,
     LockProduct<'_>,
     UpdateProduct<'_>,
+    PatchInPlace<'_>,
     ClaimOutbox
 );
 

@@ -222,6 +222,11 @@ impl Db {
     /// Applies a merge patch; `expected` is the `If-Match` version. A patch
     /// that changes nothing leaves the row, its version and the caches alone,
     /// and returns the product as it is.
+    ///
+    /// A patch without `attributes` is first tried as one statement
+    /// ([`crate::fixed::PatchInPlace`]); if that changes no row, the
+    /// transaction below (lock, apply, write) runs as for any other patch
+    /// and answers `404`, `412` or the unchanged product.
     pub async fn update(
         &self,
         id: ProductId,
@@ -232,6 +237,28 @@ impl Db {
         self.bounded(async {
             count_query("update");
             let mut conn = self.conn().await?;
+            if patch.attributes.is_none() {
+                let row: Option<ProductRow> = crate::fixed::PatchInPlace {
+                    id: id.get(),
+                    expected: expected.map(|v| v.0),
+                    correlation_id: correlation_id.unwrap_or_default(),
+                    relay_woken: if self.wakes_own_relay { "on" } else { "" },
+                    name: patch.name.as_ref().map(|n| n.as_str()),
+                    description: patch.description.as_ref().map(|d| d.as_str()),
+                    category: patch.category.as_ref().map(|c| c.as_str()),
+                    price_cents: patch.price_cents.map(|p| p.get()),
+                    currency: patch.currency.as_ref().map(|c| c.as_str()),
+                    featured: patch.featured,
+                }
+                .get_result(&mut conn)
+                .await
+                .optional()?;
+                if let Some(row) = row {
+                    return Product::try_from(row);
+                }
+                // Unknown, another version, or nothing to change: the
+                // locking path below says which, on one consistent row.
+            }
             conn.transaction::<_, StoreError, _>(async |conn| {
                 let before =
                     lock_current(conn, id, expected, correlation_id, self.wakes_own_relay).await?;
