@@ -145,6 +145,9 @@ pub struct ReadApiSettings {
     pub trending_rollup_secs: u64,
 }
 
+/// The longest `write_api.relay_linger_ms` allowed.
+pub const MAX_RELAY_LINGER_MS: u64 = 100;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct WriteApiSettings {
@@ -154,6 +157,11 @@ pub struct WriteApiSettings {
     pub relay_poll_ms: u64,
     /// Most outbox rows published per relay pass.
     pub relay_batch: u32,
+    /// How long the relay waits after a wake before it claims, so that
+    /// the commits of that moment go out together: fewer messages, fewer
+    /// deliveries and acks, for at most this much more event lag. 0 (the
+    /// default) publishes at once.
+    pub relay_linger_ms: u64,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
 }
@@ -302,6 +310,7 @@ impl Default for WriteApiSettings {
             bind: "127.0.0.1:8081".to_owned(),
             relay_poll_ms: 500,
             relay_batch: 500,
+            relay_linger_ms: 0,
             workers: 0,
         }
     }
@@ -694,6 +703,14 @@ impl Settings {
             self.write_api.relay_batch as u64,
             1,
         )?;
+        // Past that it is no longer a linger but a lag the freshness bound
+        // (docs/architecture.md) would have to carry.
+        if self.write_api.relay_linger_ms > MAX_RELAY_LINGER_MS {
+            return Err(ConfigError::new(
+                "write_api.relay_linger_ms",
+                format!("must be at most {MAX_RELAY_LINGER_MS}"),
+            ));
+        }
         let inv = &self.invalidator;
         at_least("invalidator.max_retries", u64::from(inv.max_retries), 1)?;
         at_least("invalidator.prefetch", u64::from(inv.prefetch), 1)?;
@@ -965,6 +982,12 @@ mod tests {
                 "CATALOG__WRITE_API__RELAY_BATCH",
                 "0",
                 "write_api.relay_batch",
+            ),
+            (
+                Role::WriteApi,
+                "CATALOG__WRITE_API__RELAY_LINGER_MS",
+                "101",
+                "write_api.relay_linger_ms",
             ),
         ];
         for (role, var, value, key) in cases {

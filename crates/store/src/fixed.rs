@@ -129,9 +129,7 @@ impl QueryFragment<Pg> for PatchInPlace<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
         // MATERIALIZED, and joined: the marks are set before the join
         // yields the row, so before any trigger of the update runs.
-        out.push_sql(
-            "WITH mark AS MATERIALIZED (SELECT set_config('catalog.correlation_id', ",
-        );
+        out.push_sql("WITH mark AS MATERIALIZED (SELECT set_config('catalog.correlation_id', ");
         out.push_bind_param::<Text, _>(&self.correlation_id)?;
         out.push_sql(", true) AS correlation_id, set_config('catalog.relay_woken', ");
         out.push_bind_param::<Text, _>(&self.relay_woken)?;

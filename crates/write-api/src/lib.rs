@@ -105,7 +105,10 @@ fn parts(settings: &Settings) -> anyhow::Result<(State, relay::Relay)> {
         relay_db,
         (&settings.database.url, settings.database_tls()?),
         Arc::clone(&publisher),
-        Duration::from_millis(settings.write_api.relay_poll_ms),
+        relay::Timing {
+            poll: Duration::from_millis(settings.write_api.relay_poll_ms),
+            linger: Duration::from_millis(settings.write_api.relay_linger_ms),
+        },
         settings.write_api.relay_batch,
     );
     let state = State {

@@ -15,11 +15,14 @@
 //! (another instance, psql, a batch job) wrote outbox rows, and a poll every
 //! `write_api.relay_poll_ms` in case a notification was missed. Wakes that
 //! arrive during a pass coalesce into one more pass, so a burst of writes
-//! goes out in a few batches rather than one message per commit.
+//! goes out in a few batches rather than one message per commit. With
+//! `write_api.relay_linger_ms` set, a wake is followed by that pause before
+//! the claim, so that a steady trickle of commits goes out in groups too.
 
 use std::{sync::Arc, time::Duration};
 
 use bus::{BusError, Outgoing, Publisher};
+use futures::FutureExt;
 use service::{Backoff, http::Chain};
 use store::{Db, OutboxListener, OutboxMessage};
 use tokio::{sync::Notify, time::Instant};
@@ -54,9 +57,18 @@ pub struct Relay {
     /// What that connection's TLS trusts and presents.
     pub database_tls: tls::ClientTls,
     pub publisher: Arc<Publisher>,
-    pub poll: Duration,
+    pub timing: Timing,
     pub batch: u32,
     wake: Arc<Notify>,
+}
+
+/// When the relay looks for rows besides being woken.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The sweep: how long after a pass the next one runs unwoken.
+    pub poll: Duration,
+    /// The pause between a wake and the claim, for company.
+    pub linger: Duration,
 }
 
 impl Relay {
@@ -64,7 +76,7 @@ impl Relay {
         db: Db,
         database: (&str, tls::ClientTls),
         publisher: Arc<Publisher>,
-        poll: Duration,
+        timing: Timing,
         batch: u32,
     ) -> (Self, RelayHandle) {
         let wake = Arc::new(Notify::new());
@@ -73,7 +85,7 @@ impl Relay {
             database_url: database.0.to_owned(),
             database_tls: database.1,
             publisher,
-            poll,
+            timing,
             batch,
             wake: Arc::clone(&wake),
         };
@@ -94,8 +106,8 @@ impl Relay {
                 .reconnect_if_due(&self.database_url, &self.database_tls)
                 .await;
             tokio::select! {
-                () = self.wake.notified() => {}
-                () = listen.notified() => {}
+                () = self.wake.notified() => self.linger(&shutdown).await,
+                () = listen.notified() => self.linger(&shutdown).await,
                 () = tokio::time::sleep_until(next_pass) => {}
                 _ = backlog_tick.tick() => {
                     self.report_backlog().await;
@@ -107,10 +119,14 @@ impl Relay {
                 // Failing: wait out the backoff, whatever woke us.
                 continue;
             }
+            // A wake stored meanwhile came from a commit this pass will
+            // claim (the handlers wake after committing): spent here, it
+            // does not send the relay on a pass that finds nothing.
+            let _ = self.wake.notified().now_or_never();
             match self.drain().await {
                 Ok(()) => {
                     backoff.reset();
-                    next_pass = Instant::now() + self.poll;
+                    next_pass = Instant::now() + self.timing.poll;
                 }
                 Err(e) => {
                     metrics::counter!("outbox_publish_failures_total").increment(1);
@@ -131,6 +147,18 @@ impl Relay {
             }
         }
         Ok(())
+    }
+
+    /// The pause after a wake: the commits it lets in are claimed with
+    /// the one that woke us.
+    async fn linger(&self, shutdown: &CancellationToken) {
+        if self.timing.linger.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(self.timing.linger) => {}
+            () = shutdown.cancelled() => {}
+        }
     }
 
     /// Publishes batches of rows until none are left.

@@ -218,3 +218,43 @@ async fn two_instances_share_one_outbox_without_duplicates() {
     assert_eq!(ids.len(), 60);
     events.assert_quiet(Duration::from_millis(300)).await;
 }
+
+/// With `write_api.relay_linger_ms`, the commits of one moment travel
+/// together: three PATCHes made one after another, well inside the linger,
+/// arrive as fewer messages than events, each event whole and in order.
+#[tokio::test]
+async fn a_relay_that_lingers_sends_a_moment_of_commits_together() {
+    let app = spawn_app_with(|s| s.write_api.relay_linger_ms = 100).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let res = app
+            .post_product(&test_support::product(&format!("LINGER-{i}")))
+            .await;
+        ids.push(
+            res.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let mut events = app.env.listen().await;
+    for &id in &ids {
+        let res = app.patch(id, &json!({"price_cents": 7}), None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let received = events.take(3, WAIT).await;
+    let got: Vec<(i64, i64)> = received
+        .iter()
+        .map(|r| (r.event.product_id.get(), r.event.version.0))
+        .collect();
+    let want: Vec<(i64, i64)> = ids.iter().map(|&id| (id, 2)).collect();
+    assert_eq!(got, want, "every update, in commit order");
+    assert!(
+        received.iter().any(|r| r.events_in_message > 1),
+        "commits within the linger share a message: {:?}",
+        received
+            .iter()
+            .map(|r| r.events_in_message)
+            .collect::<Vec<_>>()
+    );
+    events.assert_quiet(Duration::from_millis(200)).await;
+}
