@@ -284,11 +284,18 @@ impl Probe for Readiness {
         .boxed()
     }
 
-    fn before_scrape(&self) {
-        let l1 = &self.0.read.l1;
-        metrics::gauge!("cache_l1_entries").set(l1.entry_count() as f64);
-        metrics::gauge!("cache_l1_bytes").set(l1.weighted_size() as f64);
-        metrics::gauge!("cache_floors").set(l1.floor_count() as f64);
+    fn before_scrape(&self) -> BoxFuture<'_, ()> {
+        async move {
+            let l1 = &self.0.read.l1;
+            // moka counts lazily (its bookkeeping runs with later cache
+            // operations): settled first, an idle instance reports what it
+            // holds, not what it held before its last burst.
+            l1.settle().await;
+            metrics::gauge!("cache_l1_entries").set(l1.entry_count() as f64);
+            metrics::gauge!("cache_l1_bytes").set(l1.weighted_size() as f64);
+            metrics::gauge!("cache_floors").set(l1.floor_count() as f64);
+        }
+        .boxed()
     }
 }
 

@@ -43,9 +43,11 @@ pub trait Probe: Send + Sync + 'static {
     /// Each dependency and its state.
     fn checks(&self) -> BoxFuture<'_, Vec<(&'static str, Check)>>;
 
-    /// Called before `/metrics` renders, on the scraping thread: set gauges
-    /// that are cheaper to sample than to maintain.
-    fn before_scrape(&self) {}
+    /// Called before `/metrics` renders: set gauges that are cheaper to
+    /// sample than to maintain.
+    fn before_scrape(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// How a service is served over HTTP.
@@ -311,7 +313,7 @@ async fn readyz(scaffold: web::Data<Scaffold>) -> HttpResponse {
 
 /// `GET /metrics`: this service's own recorder, Prometheus text format.
 async fn render_metrics(scaffold: web::Data<Scaffold>) -> HttpResponse {
-    scaffold.probe.before_scrape();
+    scaffold.probe.before_scrape().await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(scaffold.metrics.render())
