@@ -24,7 +24,9 @@ Scenarios (same client settings for each):
      5c with caching off; 5d in evict mode; 5e read-only
   6. freshness: 6a unloaded, 6b under the 5b load, 6c under the saturating 5 load
   7. the cost of a write: CPU seconds per 1000 PATCHes, per process, at 200/s;
-     then at 10, 100 and 1000 writes/s: CPU per write and freshness p99
+     then at 10, 100 and 1000 writes/s: CPU per write and freshness p99;
+     7b with 1, 2 and 4 read-api instances; 7c with the relay lingering
+     (write_api.relay_linger_ms = BENCH_RELAY_LINGER_MS) and without, in pairs
   8. reprice every product through PATCH /products/bulk while Zipf reads run
   9. memory: RSS of read-api A over a long Zipf run (BENCH_SOAK, 10 minutes)
  10. catalog size: 10k, 100k and 1M products (seed time, RSS per L1 entry,
@@ -47,7 +49,8 @@ BENCH_CONNECTIONS (32), BENCH_CLIENT_THREADS (1), BENCH_NAMESPACE (bench),
 BENCH_DATABASE (catalog_bench), BENCH_PORT_BASE (18080), BENCH_MODE (refresh),
 BENCH_ROUNDS (3), BENCH_SOAK (600s), BENCH_SIZES ("10000 100000 1000000"),
 BENCH_REPRICE_READ_RATE (10000 reads/s while repricing), BENCH_REPRICE_RATE
-(2000 products/s, or "none" for an unpaced reprice), BENCH_REPRICE_BATCH (250).
+(2000 products/s, or "none" for an unpaced reprice), BENCH_REPRICE_BATCH (250),
+BENCH_RELAY_LINGER_MS (5).
 USAGE
 }
 
@@ -104,6 +107,8 @@ REPRICE_READ_RATE=${BENCH_REPRICE_READ_RATE:-10000}
 # its share of the machine (docs/benchmarks.md, "what profiling found").
 REPRICE_RATE=${BENCH_REPRICE_RATE:-2000}
 REPRICE_BATCH=${BENCH_REPRICE_BATCH:-250}
+# The relay's linger for scenario 7c (write_api.relay_linger_ms).
+RELAY_LINGER_MS=${BENCH_RELAY_LINGER_MS:-5}
 TOKEN=bench-$RANDOM$RANDOM
 
 cd "$CATALOG_ROOT"
@@ -147,6 +152,14 @@ cleanup() {
     kill -TERM "${PIDS[$name]}" 2>/dev/null
   done
   wait 2>/dev/null
+  # A Redis shared with other users (a test suite, say) gets its keys back:
+  # a million products' worth of ours would slow every SCAN of theirs.
+  if have redis-cli; then
+    local ns
+    for ns in "$NAMESPACE" "${BENCH_NAMESPACE:-bench}-size"; do
+      redis-cli --scan --pattern "$ns:*" | xargs -r -n 500 redis-cli del >/dev/null
+    done
+  fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -379,6 +392,20 @@ writes_section() {
   done
   stop read-c read-d
   READERS=(read-a read-b)
+
+  step "7c. the relay lingering ${RELAY_LINGER_MS} ms: CPU per write and freshness at 200 writes/s"
+  stop write-api
+  start write-api write-api "$WRITE_PORT" CATALOG__WRITE_API__RELAY_LINGER_MS="$RELAY_LINGER_MS"
+  write_cost 7-linger 200
+  bench freshness "${fresh[@]}" --write-rate 200 --writers 4 --products 100 -d "$RATE_WINDOW" \
+    --label "freshness, relay linger ${RELAY_LINGER_MS} ms" --json "$OUT/7-linger-fresh.json"
+  # The same scenario with the default, right after, for a like-for-like
+  # pair (the machine drifts over a long run).
+  stop write-api
+  start write-api write-api "$WRITE_PORT"
+  write_cost 7-linger-off 200
+  bench freshness "${fresh[@]}" --write-rate 200 --writers 4 --products 100 -d "$RATE_WINDOW" \
+    --label "freshness, no relay linger" --json "$OUT/7-linger-off-fresh.json"
 }
 
 # write_report: the generated part of $DOC, from every result in $OUT.
@@ -387,7 +414,8 @@ write_report() {
   python3 scripts/bench_report.py --results "$OUT" --doc "$DOC" --plots "$PLOTS" \
     --products "$PRODUCTS" --duration "$DURATION" --warmup "$WARMUP" --rounds "$ROUNDS" \
     --soak "$SOAK" --reprice-read-rate "$REPRICE_READ_RATE" \
-    --connections "$CONNECTIONS" --client-threads "$CLIENT_THREADS" --quick "$QUICK" --mode "$MODE"
+    --connections "$CONNECTIONS" --client-threads "$CLIENT_THREADS" --quick "$QUICK" --mode "$MODE" \
+    --relay-linger-ms "$RELAY_LINGER_MS"
 }
 
 common=(-c "$CONNECTIONS" -d "$DURATION" --warmup "$WARMUP")
