@@ -253,6 +253,34 @@ def cost_per_1000(res, name):
     return per, n, r["writes"]["throughput_rps"]
 
 
+def cost_and_freshness(res, variants, first_column, intro):
+    """A table of RabbitMQ's and every process's CPU per write, with the
+    freshness of the same setting, one row per (label, result name); the
+    lines of the section, or none if no variant ran."""
+    rows = []
+    for label, name in variants:
+        p, _, _ = cost_per_1000(res, name)
+        f = opt(res, f"{name}-fresh")
+        if p is not None or f is not None:
+            rows.append((label, p, f))
+    if not rows:
+        return []
+    out = intro + [
+        "",
+        f"| {first_column} | RabbitMQ CPU ms per write | all processes ms per write | freshness p50 ms | p99 ms | max ms | stale after convergence |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, p, f in rows:
+        lag = f["lag_us"] if f else None
+        out.append(
+            f"| {label} | {p['rabbitmq']:.2f} | {sum(p.values()):.2f} | {ms(lag['p50']) if lag else '-'} | "
+            f"{ms(lag['p99']) if lag else '-'} | {ms(lag['max']) if lag else '-'} | "
+            f"{f['stale_after_convergence'] if f else '-'} |"
+            if p else f"| {label} | - | - | - | - | - | - |"
+        )
+    return out + [""]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", type=Path, required=True)
@@ -366,56 +394,18 @@ def main():
         ])
         out += [f"![How cost grows with the write rate]({rel}/write-rate.svg)", ""]
 
-    inst_rows = []
-    for n in (1, 2, 4):
-        p, writes, achieved = cost_per_1000(res, f"7-instances-{n}")
-        f = opt(res, f"7-instances-{n}-fresh")
-        if p is None and f is None:
-            continue
-        inst_rows.append((n, p, f))
-    if inst_rows:
-        out += [
-            "By the number of read-api instances subscribed (200 PATCH/s; each instance has its own "
-            "transient queue bound to the events exchange, so RabbitMQ delivers every event once per instance "
-            "plus once to the invalidator's quorum queue):",
-            "",
-            "| read-api instances | RabbitMQ CPU ms per write | all processes ms per write | freshness p50 ms | p99 ms | max ms | stale after convergence |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for n, p, f in inst_rows:
-            lag = f["lag_us"] if f else None
-            out.append(
-                f"| {n} | {p['rabbitmq']:.2f} | {sum(p.values()):.2f} | {ms(lag['p50']) if lag else '-'} | "
-                f"{ms(lag['p99']) if lag else '-'} | {ms(lag['max']) if lag else '-'} | "
-                f"{f['stale_after_convergence'] if f else '-'} |"
-                if p else f"| {n} | - | - | - | - | - | - |"
-            )
-        out.append("")
-
-    linger_rows = []
-    for name, label in (("7-linger-off", "0 (default)"), ("7-linger", f"{a.relay_linger_ms}")):
-        p, writes, achieved = cost_per_1000(res, name)
-        f = opt(res, f"{name}-fresh")
-        if p is not None or f is not None:
-            linger_rows.append((label, p, f))
-    if linger_rows:
-        out += [
-            "With the relay lingering (`write_api.relay_linger_ms`): 200 PATCH/s, two read-api instances, "
-            "the two settings one right after the other (write-api restarted between them), each a CPU run "
-            "then a freshness run (4 writers over 100 products, 2 instances polled):",
-            "",
-            "| relay_linger_ms | RabbitMQ CPU ms per write | all processes ms per write | freshness p50 ms | p99 ms | max ms | stale after convergence |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for label, p, f in linger_rows:
-            lag = f["lag_us"] if f else None
-            out.append(
-                f"| {label} | {p['rabbitmq']:.2f} | {sum(p.values()):.2f} | {ms(lag['p50']) if lag else '-'} | "
-                f"{ms(lag['p99']) if lag else '-'} | {ms(lag['max']) if lag else '-'} | "
-                f"{f['stale_after_convergence'] if f else '-'} |"
-                if p else f"| {label} | - | - | - | - | - | - |"
-            )
-        out.append("")
+    variants = [(n, f"7-instances-{n}") for n in (1, 2, 4)]
+    out += cost_and_freshness(res, variants, "read-api instances", [
+        "By the number of read-api instances subscribed (200 PATCH/s; each instance has its own "
+        "transient queue bound to the events exchange, so RabbitMQ delivers every event once per instance "
+        "plus once to the invalidator's quorum queue):",
+    ])
+    variants = [("0 (default)", "7-linger-off"), (a.relay_linger_ms, "7-linger")]
+    out += cost_and_freshness(res, variants, "relay_linger_ms", [
+        "With the relay lingering (`write_api.relay_linger_ms`): 200 PATCH/s, two read-api instances, "
+        "the two settings one right after the other (write-api restarted between them), each a CPU run "
+        "then a freshness run (4 writers over 100 products, 2 instances polled):",
+    ])
 
     # Repricing.
     rp = opt(res, "8-reprice")
