@@ -86,7 +86,7 @@ start() {
     setsid "$binary" </dev/null >>"$OUT/$name.log" 2>&1 &
   PIDS[$name]=$!
   local deadline=$((SECONDS + 60))
-  until curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$port/readyz"; do
+  until curl -fs -m 2 -o /dev/null "http://127.0.0.1:$port/readyz"; do
     ((SECONDS < deadline)) || die "$name is not ready on port $port (see $OUT/$name.log)"
     sleep 0.3
   done
