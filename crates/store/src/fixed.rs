@@ -16,22 +16,50 @@ use diesel::{
 };
 use serde_json::Value;
 
-/// Names the transaction's events after the request that made them, and
-/// says whether the writer wakes its own relay (the notify trigger then
-/// stays quiet). `''` leaves either unset.
-pub(crate) struct MarkTransaction<'a> {
-    pub correlation_id: &'a str,
-    pub relay_woken: &'a str,
+/// A `products` row, in schema order (what `ProductRow` reads by name).
+const PRODUCT_COLUMNS: &str = "id, sku, name, description, category, price_cents, currency, \
+     featured, attributes, version, created_at, updated_at";
+
+/// What the `products` triggers read of the transaction: the request that
+/// made the change (its events carry it) and whether the writer wakes its
+/// own relay (the notify trigger then stays quiet). `''` leaves either
+/// unset.
+pub(crate) struct Marks<'a> {
+    correlation_id: &'a str,
+    relay_woken: &'static str,
 }
+
+impl<'a> Marks<'a> {
+    pub(crate) fn new(correlation_id: Option<&'a str>, wakes_own_relay: bool) -> Self {
+        Self {
+            correlation_id: correlation_id.unwrap_or_default(),
+            relay_woken: if wakes_own_relay { "on" } else { "" },
+        }
+    }
+
+    /// Whether there is anything to mark.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.correlation_id.is_empty() && self.relay_woken.is_empty()
+    }
+
+    /// The two `set_config` calls, as select-list items.
+    fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
+        out.push_sql("set_config('catalog.correlation_id', ");
+        out.push_bind_param::<Text, _>(&self.correlation_id)?;
+        out.push_sql(", true) AS correlation_id, set_config('catalog.relay_woken', ");
+        out.push_bind_param::<Text, _>(&self.relay_woken)?;
+        out.push_sql(", true) AS relay_woken");
+        Ok(())
+    }
+}
+
+/// Marks the transaction (see [`Marks`]).
+pub(crate) struct MarkTransaction<'a>(pub Marks<'a>);
 
 impl QueryFragment<Pg> for MarkTransaction<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
-        out.push_sql("SELECT set_config('catalog.correlation_id', ");
-        out.push_bind_param::<Text, _>(&self.correlation_id)?;
-        out.push_sql(", true), set_config('catalog.relay_woken', ");
-        out.push_bind_param::<Text, _>(&self.relay_woken)?;
-        out.push_sql(", true)");
-        Ok(())
+        out.push_sql("SELECT ");
+        self.0.walk(&mut out)
     }
 }
 
@@ -40,21 +68,16 @@ impl QueryFragment<Pg> for MarkTransaction<'_> {
 /// statement (one round trip fewer per write).
 pub(crate) struct LockProduct<'a> {
     pub id: i64,
-    pub correlation_id: &'a str,
-    pub relay_woken: &'a str,
+    pub marks: Marks<'a>,
 }
 
 impl QueryFragment<Pg> for LockProduct<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
-        out.push_sql("SELECT set_config('catalog.correlation_id', ");
-        out.push_bind_param::<Text, _>(&self.correlation_id)?;
-        out.push_sql(", true) AS correlation_id, set_config('catalog.relay_woken', ");
-        out.push_bind_param::<Text, _>(&self.relay_woken)?;
-        out.push_sql(
-            ", true) AS relay_woken, id, sku, name, description, category, price_cents, \
-             currency, featured, attributes, version, created_at, updated_at \
-             FROM products WHERE id = ",
-        );
+        out.push_sql("SELECT ");
+        self.marks.walk(&mut out)?;
+        out.push_sql(", ");
+        out.push_sql(PRODUCT_COLUMNS);
+        out.push_sql(" FROM products WHERE id = ");
         out.push_bind_param::<BigInt, _>(&self.id)?;
         out.push_sql(" FOR UPDATE");
         Ok(())
@@ -92,10 +115,8 @@ impl QueryFragment<Pg> for UpdateProduct<'_> {
         out.push_bind_param::<Jsonb, _>(self.attributes)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<BigInt, _>(&self.id)?;
-        out.push_sql(
-            " RETURNING id, sku, name, description, category, price_cents, currency, \
-             featured, attributes, version, created_at, updated_at",
-        );
+        out.push_sql(" RETURNING ");
+        out.push_sql(PRODUCT_COLUMNS);
         Ok(())
     }
 }
@@ -115,8 +136,7 @@ impl QueryFragment<Pg> for UpdateProduct<'_> {
 pub(crate) struct PatchInPlace<'a> {
     pub id: i64,
     pub expected: Option<i64>,
-    pub correlation_id: &'a str,
-    pub relay_woken: &'a str,
+    pub marks: Marks<'a>,
     pub name: Option<&'a str>,
     pub description: Option<&'a str>,
     pub category: Option<&'a str>,
@@ -129,11 +149,9 @@ impl QueryFragment<Pg> for PatchInPlace<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> diesel::QueryResult<()> {
         // MATERIALIZED, and joined: the marks are set before the join
         // yields the row, so before any trigger of the update runs.
-        out.push_sql("WITH mark AS MATERIALIZED (SELECT set_config('catalog.correlation_id', ");
-        out.push_bind_param::<Text, _>(&self.correlation_id)?;
-        out.push_sql(", true) AS correlation_id, set_config('catalog.relay_woken', ");
-        out.push_bind_param::<Text, _>(&self.relay_woken)?;
-        out.push_sql(", true) AS relay_woken) UPDATE products SET name = COALESCE(");
+        out.push_sql("WITH mark AS MATERIALIZED (SELECT ");
+        self.marks.walk(&mut out)?;
+        out.push_sql(") UPDATE products SET name = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.name)?;
         out.push_sql(", name), description = COALESCE(");
         out.push_bind_param::<Nullable<Text>, _>(&self.description)?;
@@ -149,10 +167,8 @@ impl QueryFragment<Pg> for PatchInPlace<'_> {
         out.push_bind_param::<BigInt, _>(&self.id)?;
         out.push_sql(" AND version = COALESCE(");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.expected)?;
-        out.push_sql(
-            ", version) RETURNING id, sku, name, description, category, price_cents, \
-             currency, featured, attributes, version, created_at, updated_at",
-        );
+        out.push_sql(", version) RETURNING ");
+        out.push_sql(PRODUCT_COLUMNS);
         Ok(())
     }
 }
@@ -249,10 +265,7 @@ mod tests {
             ),
             "{text}"
         );
-        let mark = MarkTransaction {
-            correlation_id: "r",
-            relay_woken: "on",
-        };
+        let mark = MarkTransaction(Marks::new(Some("r"), true));
         assert!(
             debug_query::<Pg, _>(&mark)
                 .to_string()

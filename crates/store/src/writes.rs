@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::{
     Db, StoreError,
+    fixed::Marks,
     models::{ProductRow, StockRow},
     products::count_query,
     schema::{products, stock},
@@ -33,14 +34,11 @@ async fn correlate(
     correlation_id: Option<&str>,
     wakes_own_relay: bool,
 ) -> Result<(), StoreError> {
-    if correlation_id.is_none() && !wakes_own_relay {
+    let marks = Marks::new(correlation_id, wakes_own_relay);
+    if marks.is_empty() {
         return Ok(());
     }
-    let mark = crate::fixed::MarkTransaction {
-        correlation_id: correlation_id.unwrap_or_default(),
-        relay_woken: if wakes_own_relay { "on" } else { "" },
-    };
-    mark.execute(conn).await?;
+    crate::fixed::MarkTransaction(marks).execute(conn).await?;
     Ok(())
 }
 
@@ -55,8 +53,7 @@ async fn lock_current(
 ) -> Result<Product, StoreError> {
     let row: ProductRow = crate::fixed::LockProduct {
         id: id.get(),
-        correlation_id: correlation_id.unwrap_or_default(),
-        relay_woken: if wakes_own_relay { "on" } else { "" },
+        marks: Marks::new(correlation_id, wakes_own_relay),
     }
     .get_result(conn)
     .await
@@ -241,8 +238,7 @@ impl Db {
                 let row: Option<ProductRow> = crate::fixed::PatchInPlace {
                     id: id.get(),
                     expected: expected.map(|v| v.0),
-                    correlation_id: correlation_id.unwrap_or_default(),
-                    relay_woken: if self.wakes_own_relay { "on" } else { "" },
+                    marks: Marks::new(correlation_id, self.wakes_own_relay),
                     name: patch.name.as_ref().map(|n| n.as_str()),
                     description: patch.description.as_ref().map(|d| d.as_str()),
                     category: patch.category.as_ref().map(|c| c.as_str()),
