@@ -296,7 +296,7 @@ def main():
     ap.add_argument("--client-threads", required=True)
     ap.add_argument("--quick", default="no")
     ap.add_argument("--mode", default="refresh")
-    ap.add_argument("--relay-linger-ms", default="5")
+    ap.add_argument("--relay-linger-ms", default="10")
     a = ap.parse_args()
     res = a.results
     a.plots.mkdir(parents=True, exist_ok=True)
@@ -402,7 +402,8 @@ def main():
     ])
     variants = [("0 (default)", "7-linger-off"), (a.relay_linger_ms, "7-linger")]
     out += cost_and_freshness(res, variants, "relay_linger_ms", [
-        "With the relay lingering (`write_api.relay_linger_ms`): 200 PATCH/s, two read-api instances, "
+        "With the relay lingering (`write_api.relay_linger_ms`: a woken pass starts no sooner than "
+        "that after the last pass that sent something): 200 PATCH/s, two read-api instances, "
         "the two settings one right after the other (write-api restarted between them), each a CPU run "
         "then a freshness run (4 writers over 100 products, 2 instances polled):",
     ])

@@ -157,10 +157,12 @@ pub struct WriteApiSettings {
     pub relay_poll_ms: u64,
     /// Most outbox rows published per relay pass.
     pub relay_batch: u32,
-    /// How long the relay waits after a wake before it claims, so that
-    /// the commits of that moment go out together: fewer messages, fewer
-    /// deliveries and acks, for at most this much more event lag. 0 (the
-    /// default) publishes at once.
+    /// The least time between the starts of two woken relay passes. A
+    /// commit after a quiet spell goes out at once; commits that follow
+    /// it within this time wait and go out together: at most one message
+    /// per linger under a steady stream of writes (fewer deliveries and
+    /// acks), each event held at most this long. 0 (the default) publishes
+    /// every wake at once.
     pub relay_linger_ms: u64,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,

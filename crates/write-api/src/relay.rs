@@ -16,8 +16,10 @@
 //! `write_api.relay_poll_ms` in case a notification was missed. Wakes that
 //! arrive during a pass coalesce into one more pass, so a burst of writes
 //! goes out in a few batches rather than one message per commit. With
-//! `write_api.relay_linger_ms` set, a wake is followed by that pause before
-//! the claim, so that a steady trickle of commits goes out in groups too.
+//! `write_api.relay_linger_ms` set, passes are paced: a wake claims no
+//! sooner than that long after the previous pass began. A commit after a
+//! quiet spell goes out at once; a steady trickle goes out in groups, at
+//! most one message per linger, each event held at most the linger.
 
 use std::{sync::Arc, time::Duration};
 
@@ -67,7 +69,8 @@ pub struct Relay {
 pub struct Timing {
     /// The sweep: how long after a pass the next one runs unwoken.
     pub poll: Duration,
-    /// The pause between a wake and the claim, for company.
+    /// The least time between the starts of two woken passes, for
+    /// company: commits inside it wait for the next pass.
     pub linger: Duration,
 }
 
@@ -99,6 +102,10 @@ impl Relay {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         // Rows left from before (a crash, a restart) go out at once.
         let mut next_pass = Instant::now();
+        // When the last pass that sent something began: a wake inside the
+        // linger after it waits for the linger's end, with whatever else
+        // commits meanwhile. (Sweeps that find nothing do not count.)
+        let mut last_send: Option<Instant> = None;
         let mut backlog_tick = tokio::time::interval(BACKLOG_EVERY);
         backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -106,8 +113,8 @@ impl Relay {
                 .reconnect_if_due(&self.database_url, &self.database_tls)
                 .await;
             tokio::select! {
-                () = self.wake.notified() => self.linger(&shutdown).await,
-                () = listen.notified() => self.linger(&shutdown).await,
+                () = self.wake.notified() => self.linger(last_send, &shutdown).await,
+                () = listen.notified() => self.linger(last_send, &shutdown).await,
                 () = tokio::time::sleep_until(next_pass) => {}
                 _ = backlog_tick.tick() => {
                     self.report_backlog().await;
@@ -123,8 +130,12 @@ impl Relay {
             // claim (the handlers wake after committing): spent here, it
             // does not send the relay on a pass that finds nothing.
             let _ = self.wake.notified().now_or_never();
+            let started = Instant::now();
             match self.drain().await {
-                Ok(()) => {
+                Ok(sent) => {
+                    if sent > 0 {
+                        last_send = Some(started);
+                    }
                     backoff.reset();
                     next_pass = Instant::now() + self.timing.poll;
                 }
@@ -138,7 +149,7 @@ impl Relay {
         }
         // Publish what was committed before shutdown, if the broker lets us.
         match tokio::time::timeout(DRAIN_BUDGET, self.drain()).await {
-            Ok(Ok(())) => tracing::info!("outbox relay drained"),
+            Ok(Ok(_)) => tracing::info!("outbox relay drained"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %Chain(&e), "outbox relay stopped with events pending; they stay in the outbox")
             }
@@ -149,20 +160,23 @@ impl Relay {
         Ok(())
     }
 
-    /// The pause after a wake: the commits it lets in are claimed with
-    /// the one that woke us.
-    async fn linger(&self, shutdown: &CancellationToken) {
-        if self.timing.linger.is_zero() {
+    /// The pause after a wake: none after a quiet spell (a lone commit
+    /// goes out at once), else until the linger since the last sending
+    /// pass is over. The commits it lets in are claimed with the one that
+    /// woke us.
+    async fn linger(&self, last_send: Option<Instant>, shutdown: &CancellationToken) {
+        let Some(until) = linger_until(last_send, self.timing.linger, Instant::now()) else {
             return;
-        }
+        };
         tokio::select! {
-            () = tokio::time::sleep(self.timing.linger) => {}
+            () = tokio::time::sleep_until(until) => {}
             () = shutdown.cancelled() => {}
         }
     }
 
-    /// Publishes batches of rows until none are left.
-    async fn drain(&self) -> Result<(), RelayError> {
+    /// Publishes batches of rows until none are left; how many it sent.
+    async fn drain(&self) -> Result<usize, RelayError> {
+        let mut sent = 0;
         loop {
             // Connect before claiming rows, so a slow or failing connect
             // never holds row locks.
@@ -175,6 +189,7 @@ impl Relay {
                     publish(publisher, rows).instrument(span)
                 })
                 .await?;
+            sent += pass.sent;
             if pass.sent > 0 {
                 metrics::counter!("outbox_published_total").increment(pass.sent as u64);
                 metrics::histogram!("outbox_batch_size").record(pass.sent as f64);
@@ -186,7 +201,7 @@ impl Relay {
                 return Err(RelayError::Unconfirmed(pass.claimed - pass.sent));
             }
             if pass.claimed < self.batch as usize {
-                return Ok(());
+                return Ok(sent);
             }
         }
     }
@@ -200,6 +215,14 @@ impl Relay {
             metrics::gauge!("outbox_oldest_age_seconds").set(age);
         }
     }
+}
+
+/// When a woken pass may claim: `None` for at once (no linger, nothing
+/// sent yet, or the last sending pass began a linger or more ago), else
+/// the linger's end.
+fn linger_until(last_send: Option<Instant>, linger: Duration, now: Instant) -> Option<Instant> {
+    let until = last_send? + linger;
+    (until > now).then_some(until)
 }
 
 /// Whether the last pass failed and its backoff has not run out.
@@ -389,6 +412,28 @@ mod tests {
             body: vec![b'x'; size],
             batchable: true,
         }
+    }
+
+    #[test]
+    fn a_wake_waits_only_for_the_rest_of_the_linger() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(linger_until(None, ms(5), now), None, "first pass: at once");
+        assert_eq!(
+            linger_until(Some(now - ms(9)), ms(0), now),
+            None,
+            "no linger"
+        );
+        assert_eq!(
+            linger_until(Some(now - ms(5)), ms(5), now),
+            None,
+            "after a quiet spell: at once"
+        );
+        assert_eq!(
+            linger_until(Some(now - ms(2)), ms(5), now),
+            Some(now + ms(3)),
+            "inside the linger: until its end"
+        );
     }
 
     #[test]
