@@ -17,9 +17,10 @@
 //! arrive during a pass coalesce into one more pass, so a burst of writes
 //! goes out in a few batches rather than one message per commit. With
 //! `write_api.relay_linger_ms` set, passes are paced: a wake claims no
-//! sooner than that long after the previous pass began. A commit after a
-//! quiet spell goes out at once; a steady trickle goes out in groups, at
-//! most one message per linger, each event held at most the linger.
+//! sooner than that long after the last pass that sent something began. A
+//! commit after a quiet spell goes out at once; a steady trickle goes out in
+//! groups, at most one message per linger, each event held at most the
+//! linger.
 
 use std::{sync::Arc, time::Duration};
 
