@@ -33,22 +33,15 @@ fn l2(env: &TestEnv) -> L2 {
 }
 
 /// The Redis database the auditor tests keep their keys in.
-const AUDIT_DB: u8 = 15;
+const AUDIT_DB: &str = "15";
 
 /// The auditor SCANs a bounded number of steps per audit, so on the shared
 /// database the keys other suites (or a benchmark) left there could crowd
 /// this test's few out of the sample. A Redis database of their own keeps
 /// the audits to the keys the tests planted.
 fn audit_l2(env: &TestEnv) -> L2 {
-    let url = test_support::redis_url();
-    let server = match url.rsplit_once('/') {
-        Some((head, db)) if !head.ends_with('/') && db.bytes().all(|b| b.is_ascii_digit()) => head,
-        _ => url.trim_end_matches('/'),
-    };
-    test_support::l2_on(
-        cache::Endpoint::Single(format!("{server}/{AUDIT_DB}")),
-        &env.namespace,
-    )
+    let url = test_support::with_database(&test_support::redis_url(), AUDIT_DB);
+    test_support::l2_on(cache::Endpoint::Single(url), &env.namespace)
 }
 
 fn product(id: i64, version: i64, category: &str, featured: bool) -> Product {

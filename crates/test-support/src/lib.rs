@@ -207,7 +207,8 @@ impl TestEnv {
     }
 }
 
-fn with_database(server: &str, db: &str) -> String {
+/// `server` (a Postgres or Redis URL) with its path set to database `db`.
+pub fn with_database(server: &str, db: &str) -> String {
     let mut url = url_parse(server);
     url.set_path(&format!("/{db}"));
     url.to_string()
