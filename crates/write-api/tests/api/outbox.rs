@@ -229,6 +229,7 @@ async fn two_instances_share_one_outbox_without_duplicates() {
 async fn a_relay_that_lingers_sends_a_lone_commit_at_once_and_the_next_together() {
     const LINGER: Duration = Duration::from_secs(3);
     let app = spawn_app_with(|s| s.write_api.relay_linger_ms = LINGER.as_millis() as u64).await;
+    let mut events = app.env.listen().await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let res = app
@@ -240,9 +241,10 @@ async fn a_relay_that_lingers_sends_a_lone_commit_at_once_and_the_next_together(
                 .unwrap(),
         );
     }
-    // The creations' passes, and then a quiet spell.
+    // The creations are out; then a quiet spell, the condition under test
+    // (time itself, not a wait for something to happen).
+    events.take(3, WAIT).await;
     tokio::time::sleep(LINGER + Duration::from_millis(200)).await;
-    let mut events = app.env.listen().await;
 
     let res = app.patch(ids[0], &json!({"price_cents": 7}), None).await;
     assert_eq!(res.status(), StatusCode::OK);
