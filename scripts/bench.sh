@@ -32,8 +32,10 @@ Scenarios (same client settings for each):
  10. catalog size: 10k, 100k and 1M products (seed time, RSS per L1 entry,
      Zipf hit ratio, Postgres queries per 1000 requests)
 
-  --quick     small catalogs and short runs, to try the script: the report and
-              plots go to .bench/quick/, never to docs/
+  --quick     small catalogs and short runs, to try the script: the report,
+              plots, raw results and seed ids go to .bench/quick/ (its
+              database is catalog_bench_quick), never to docs/ or to what
+              a later --writes-only run reads
   --no-build  reuse target/release
   --keep      leave the services running afterwards
   --writes-only  run section 7 again (the cost of a write) against the database
@@ -46,7 +48,8 @@ through updates); scenario 5d repeats 5 in evict mode for comparison.
 
 Environment: BENCH_PRODUCTS (100000), BENCH_DURATION (20s), BENCH_WARMUP (5s),
 BENCH_CONNECTIONS (32), BENCH_CLIENT_THREADS (1), BENCH_NAMESPACE (bench),
-BENCH_DATABASE (catalog_bench), BENCH_PORT_BASE (18080), BENCH_MODE (refresh),
+BENCH_DATABASE (catalog_bench; catalog_bench_quick with --quick),
+BENCH_PORT_BASE (18080), BENCH_MODE (refresh),
 BENCH_ROUNDS (3), BENCH_SOAK (600s), BENCH_SIZES ("10000 100000 1000000"),
 BENCH_REPRICE_READ_RATE (10000 reads/s while repricing), BENCH_REPRICE_RATE
 (2000 products/s, or "none" for an unpaced reprice), BENCH_REPRICE_BATCH (250),
@@ -85,6 +88,10 @@ if [[ $QUICK == yes ]]; then
   SIZES=${BENCH_SIZES:-"2000 10000 30000"}
   RATE_WINDOW=5s
   PUBLISH=.bench/quick
+  # Its own database, seed ids and raw results: a later --writes-only run
+  # (which publishes) must never find a quick run's results as its own.
+  STATE=.bench/quick
+  DATABASE=${BENCH_DATABASE:-catalog_bench_quick}
 else
   PRODUCTS=${BENCH_PRODUCTS:-100000}
   DURATION=${BENCH_DURATION:-20s}
@@ -94,12 +101,16 @@ else
   SIZES=${BENCH_SIZES:-"10000 100000 1000000"}
   RATE_WINDOW=15s
   PUBLISH=docs
+  STATE=.bench
+  DATABASE=${BENCH_DATABASE:-catalog_bench}
 fi
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 CLIENT_THREADS=${BENCH_CLIENT_THREADS:-1}
-NAMESPACE=${BENCH_NAMESPACE:-bench}
+# The services' namespace; the catalog-size runs (10) switch NAMESPACE to
+# their own, so the clean-up names both from MAIN_NAMESPACE.
+MAIN_NAMESPACE=${BENCH_NAMESPACE:-bench}
+NAMESPACE=$MAIN_NAMESPACE
 MODE=${BENCH_MODE:-refresh}
-DATABASE=${BENCH_DATABASE:-catalog_bench}
 PORT=${BENCH_PORT_BASE:-18080}
 REPRICE_READ_RATE=${BENCH_REPRICE_READ_RATE:-10000}
 # Products per second the reprice is paced at ("none": as fast as it goes),
@@ -113,7 +124,8 @@ TOKEN=bench-$RANDOM$RANDOM
 
 cd "$CATALOG_ROOT"
 BIN=target/release
-OUT=.bench/results
+OUT=$STATE/results
+IDS=$STATE/ids.txt
 RUN=.bench/run
 DOC=$PUBLISH/benchmarks.md
 PLOTS=$PUBLISH/bench
@@ -156,7 +168,7 @@ cleanup() {
   # a million products' worth of ours would slow every SCAN of theirs.
   if have redis-cli; then
     local ns
-    for ns in "$NAMESPACE" "${BENCH_NAMESPACE:-bench}-size"; do
+    for ns in "$MAIN_NAMESPACE" "$MAIN_NAMESPACE-size"; do
       redis-cli --scan --pattern "$ns:*" | xargs -r -n 500 redis-cli del >/dev/null
     done
   fi
@@ -443,14 +455,14 @@ fresh_database() {
 }
 
 if [[ $WRITES_ONLY == yes ]]; then
-  [[ -s .bench/ids.txt && -f $OUT/5-zipf.json ]] ||
+  [[ -s $IDS && -f $OUT/5-zipf.json ]] ||
     die "--writes-only needs the database and results of an earlier full run"
   step "services: write-api, invalidator, read-api A and B (on $DATABASE, as seeded before)"
   start write-api write-api "$WRITE_PORT"
   start invalidator invalidator "$INVALIDATOR_PORT"
   start read-a read-api "$READ_A"
   start read-b read-api "$READ_B"
-  bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids .bench/ids.txt
+  bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids "$IDS"
   writes_section
   write_report
   log "done: section 7 measured again; $DOC rewritten from $OUT/"
@@ -477,8 +489,8 @@ RSS_AT_START=$(rss_kb "${PIDS[read-a]}")
 
 step "seed $PRODUCTS products"
 bench seed --write-url "http://127.0.0.1:$WRITE_PORT" --token "$TOKEN" --products "$PRODUCTS" \
-  --ids-out .bench/ids.txt --json "$OUT/seed.json"
-HOT=$(head -1 .bench/ids.txt)
+  --ids-out "$IDS" --json "$OUT/seed.json"
+HOT=$(head -1 "$IDS")
 
 step "1-4. the ceiling at equal workers ($ROUNDS alternating rounds)"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -504,11 +516,11 @@ rounds "1-nginx-w1:$NGINX_PORT:nginx static file, 1 worker" \
   "2-l1-w2:$READ_W2:read-api L1 hit, 2 workers" \
   "3-l2-w2:$READ_L2W2:read-api L2 hit, 2 workers" \
   "4-nocache:$READ_NOCACHE:read-api, no cache, $DEFAULT_WORKERS worker(s)" \
-  -- --dist hot --ids .bench/ids.txt "${common[@]}"
+  -- --dist hot --ids "$IDS" "${common[@]}"
 stop nginx-w1 nginx-w2 read-w1 read-w2 read-l2 read-l2w2
 
 step "warm: every product once on read-api A and B"
-bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids .bench/ids.txt
+bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids "$IDS"
 sleep 1
 {
   echo "workers-default $DEFAULT_WORKERS"
@@ -516,7 +528,7 @@ sleep 1
   echo "rss-kb-after-warm $(rss_kb "${PIDS[read-a]}")"
   echo "l1-entries-after-warm $(metric "$READ_A" cache_l1_entries)"
   echo "l1-bytes-after-warm $(metric "$READ_A" cache_l1_bytes)"
-  echo "body-bytes-avg $(avg_body "$READ_A" .bench/ids.txt)"
+  echo "body-bytes-avg $(avg_body "$READ_A" "$IDS")"
 } >"$OUT/memory.txt"
 cat "$OUT/memory.txt"
 
@@ -551,13 +563,13 @@ bench freshness "${fresh[@]}" --write-rate 20 -d "$DURATION" --products 50 "${ba
   --label "freshness at saturation" --json "$OUT/6c-freshness-saturated.json"
 
 writes_section
-bench warm --url "http://127.0.0.1:$READ_B" --ids .bench/ids.txt
+bench warm --url "http://127.0.0.1:$READ_B" --ids "$IDS"
 
 step "8. reprice every product (PATCH /products/bulk, paced at $REPRICE_RATE/s) while Zipf reads run at $REPRICE_READ_RATE/s"
 pace=()
 [[ $REPRICE_RATE == none ]] || pace=(--rate "$REPRICE_RATE")
 bench reprice --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" \
-  --write-url "http://127.0.0.1:$WRITE_PORT" --token "$TOKEN" --ids .bench/ids.txt \
+  --write-url "http://127.0.0.1:$WRITE_PORT" --token "$TOKEN" --ids "$IDS" \
   --background-connections "$CONNECTIONS" --background-rate "$REPRICE_READ_RATE" \
   --batch "$REPRICE_BATCH" --concurrency 1 "${pace[@]}" --label "reprice $PRODUCTS products" --json "$OUT/8-reprice.json"
 
@@ -584,7 +596,7 @@ MODE=evict
 start invalidator invalidator "$INVALIDATOR_PORT"
 start read-a read-api "$READ_A"
 start read-b read-api "$READ_B"
-bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids .bench/ids.txt
+bench warm --url "http://127.0.0.1:$READ_A" --url "http://127.0.0.1:$READ_B" --ids "$IDS"
 bench load "${zipf[@]}" "${common[@]}" --label "Zipf 1.0, 1% writes, evict mode" --json "$OUT/5d-zipf-evict.json"
 {
   for name in write-api invalidator read-a read-b; do
@@ -599,7 +611,7 @@ SIZE_DB=${DATABASE}_size
 for size in $SIZES; do
   step "10. $size products: seed, warm one read-api, Zipf read-only"
   BENCH_DB_URL=$DB_BASE/$SIZE_DB
-  NAMESPACE=${BENCH_NAMESPACE:-bench}-size
+  NAMESPACE=$MAIN_NAMESPACE-size
   fresh_database "$SIZE_DB" "$NAMESPACE"
   start write-api write-api "$WRITE_PORT"
   start invalidator invalidator "$INVALIDATOR_PORT"
