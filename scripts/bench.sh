@@ -166,12 +166,8 @@ cleanup() {
   wait 2>/dev/null
   # A Redis shared with other users (a test suite, say) gets its keys back:
   # a million products' worth of ours would slow every SCAN of theirs.
-  if have redis-cli; then
-    local ns
-    for ns in "$MAIN_NAMESPACE" "$MAIN_NAMESPACE-size"; do
-      redis-cli --scan --pattern "$ns:*" | xargs -r -n 500 redis-cli del >/dev/null
-    done
-  fi
+  redis_drop_namespace "$MAIN_NAMESPACE"
+  redis_drop_namespace "$MAIN_NAMESPACE-size"
   exit "$status"
 }
 trap cleanup EXIT
@@ -449,9 +445,7 @@ fresh_database() {
     psql -X -q "$SERVER_URL" -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" ||
       die "cannot drop $database"
   fi
-  if have redis-cli; then
-    redis-cli --scan --pattern "$namespace:*" | xargs -r -n 500 redis-cli del >/dev/null
-  fi
+  redis_drop_namespace "$namespace"
 }
 
 if [[ $WRITES_ONLY == yes ]]; then

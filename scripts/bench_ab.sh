@@ -69,7 +69,7 @@ stop_all() {
 }
 cleanup() {
   stop_all
-  redis-cli --scan --pattern "$NAMESPACE:*" | xargs -r -n 500 redis-cli del >/dev/null || true
+  redis_drop_namespace "$NAMESPACE" || true
   psql -X -q "$SERVER_URL" -c "DROP DATABASE IF EXISTS \"$DATABASE\" WITH (FORCE)" || true
 }
 trap cleanup EXIT
@@ -104,7 +104,7 @@ start_variant() {
 
 log "seeding 10,000 products on $DATABASE"
 psql -X -q "$SERVER_URL" -c "DROP DATABASE IF EXISTS \"$DATABASE\" WITH (FORCE)"
-redis-cli --scan --pattern "$NAMESPACE:*" | xargs -r -n 500 redis-cli del >/dev/null
+redis_drop_namespace "$NAMESPACE"
 start_variant "$A_BIN"
 "$A_BIN/catalog-bench" -q seed --write-url "http://127.0.0.1:$((PORT + 1))" --token "$TOKEN" \
   --products 10000 --ids-out "$OUT/ids.txt" --json "$OUT/seed.json" >/dev/null

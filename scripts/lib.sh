@@ -112,6 +112,16 @@ redis_cli_url() {
   printf '%s\n' "${url/#redis:\/\/:/redis://default:}"
 }
 
+# redis_drop_namespace NS: deletes every key of namespace NS ("NS:*") from
+# the Redis the services use, $CATALOG__REDIS__URL (nothing without redis-cli).
+redis_drop_namespace() {
+  have redis-cli || return 0
+  local url
+  url=$(redis_cli_url "$CATALOG__REDIS__URL")
+  redis-cli --no-auth-warning -u "$url" --scan --pattern "$1:*" |
+    xargs -r -d '\n' -n 500 redis-cli --no-auth-warning -u "$url" del >/dev/null
+}
+
 # redis_ready URL: PING answered with PONG (redis-cli; RESP over /dev/tcp without it).
 redis_ready() {
   if have redis-cli; then
