@@ -18,7 +18,10 @@
 # scripts/bench_cpu.py. Each run prints the CPU milliseconds per write of
 # every server process (net of its idle rate), the write p99, and the
 # relay's counts (messages per event). Alternating spreads the machine's
-# drift over both variants; compare the rounds, not one pair.
+# drift over both variants; compare the rounds, not one pair. With
+# BENCH_AB_THREADS=1 it also prints each service's CPU and voluntary context
+# switches per write by thread (scripts/bench_cpu.py --threads): which of a
+# process's threads the cost lands on, in how many wake-ups.
 set -euo pipefail
 
 LOG_TAG="bench-ab"
@@ -34,7 +37,7 @@ while (($# > 0)); do
     --rate) RATE=$2 && shift ;;
     --duration) DURATION=$2 && shift ;;
     -h | --help)
-      sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *) break ;;
@@ -126,7 +129,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
       --group "invalidator=pid:${PIDS[invalidator]}" \
       --group "read-api-x2=pid:${PIDS[read-a]},${PIDS[read-b]}" --group postgres=comm:postgres \
       --group rabbitmq=comm:beam.smp --group redis=comm:redis-server --idle 4 \
-      --out "$OUT/cpu-$run.json" -- bash -c '"$@"; sleep 1' _ "$bin/catalog-bench" -q load \
+      ${BENCH_AB_THREADS:+--threads} --out "$OUT/cpu-$run.json" \
+      -- bash -c '"$@"; sleep 1' _ "$bin/catalog-bench" -q load \
       --url "http://127.0.0.1:$PORT" --dist uniform --write-ratio 1 --ids "$OUT/ids.txt" \
       --rate "$RATE" -c 16 -d "$DURATION" --warmup 0 --write-url "http://127.0.0.1:$((PORT + 1))" \
       --token "$TOKEN" --seed "$(date +%s)$run" --label "PATCH at $RATE/s" \
@@ -150,6 +154,12 @@ print(f"round {round_} {variant}: {sum(per.values()):.2f} ms per write ("
       + ", ".join(f"{g} {v:.2f}" for g, v in per.items())
       + f"); write p99 {load['writes']['latency_us']['p99'] / 1000:.1f} ms; "
       + f"{writes} writes, {events:.0f} events in {messages:.0f} messages")
+for g, v in cpu["groups"].items():
+    if g in ("write-api", "invalidator", "read-api-x2") and "threads" in v:
+        switches = v["thread_switches"]
+        print(f"  {g} by thread, ms (sleeps) per write: " + ", ".join(
+            f"{t} {s / writes * 1000:.3f} ({switches[t] / writes:.1f})"
+            for t, s in v["threads"].items() if s > 0))
 PY
     stop_all
   done
