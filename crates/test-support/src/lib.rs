@@ -485,6 +485,34 @@ pub async fn until_ready(what: &str, base: &str) {
     .await;
 }
 
+/// Polls `{base}/readyz` until the service is ready with every one of its
+/// checks up. Not one snapshot: a check is one command under its budget,
+/// and on a busy machine one can miss it and say "not answering" for a
+/// moment. Each different answer that is not all up is printed, so a
+/// timeout shows what stayed down.
+pub async fn until_all_up(base: &str) {
+    let url = format!("{base}/readyz");
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    eventually(&format!("every check of {url} up"), READY_WAIT, || {
+        let (url, last) = (url.clone(), &last);
+        async move {
+            let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let all_up = body["status"] == "ready"
+                && body["checks"]
+                    .as_object()?
+                    .values()
+                    .all(|check| check["status"] == "up");
+            let mut last = last.lock().unwrap();
+            if !all_up && *last != body {
+                eprintln!("{url}, not yet: {body}");
+                *last = body;
+            }
+            all_up.then_some(())
+        }
+    })
+    .await;
+}
+
 /// Polls read-api's `{base}/readyz` until its event subscription is up: its
 /// L1 sees every change committed from then on.
 pub async fn until_subscribed(base: &str) {

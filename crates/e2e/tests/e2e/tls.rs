@@ -153,31 +153,11 @@ async fn the_whole_path_runs_over_tls_and_a_wrong_ca_is_named_in_readiness() {
         sys.read(0, &format!("/products/{id}")).await.2["price_cents"],
         4242
     );
-    // Every check up. Eventually, not at one instant: a probe is one
-    // command under its budget, and on a CI machine busy with the rest of
-    // the suite one Redis PING over TLS can miss it ("not answering"),
-    // which is not what this test is about. A TLS failure would not clear.
+    // Every check up (eventually: on a CI machine busy with the rest of
+    // the suite one Redis PING over TLS can miss its budget, which is not
+    // what this test is about; a TLS failure would not clear).
     for base in [&sys.write.base, &sys.readers[0].base] {
-        let readyz = format!("{base}/readyz");
-        // The last answer that was not all up, printed when it changes.
-        let last = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
-        test_support::eventually(&format!("every check of {readyz} up"), WAIT, || {
-            let (client, readyz, last) = (client.clone(), readyz.clone(), last.clone());
-            async move {
-                let body: Value = client.get(&readyz).send().await.ok()?.json().await.ok()?;
-                let all_up = body["status"] == "ready"
-                    && body["checks"]
-                        .as_object()?
-                        .values()
-                        .all(|state| state["status"] == "up");
-                if !all_up && *last.lock().unwrap() != body {
-                    eprintln!("{readyz}, not yet: {body}");
-                    *last.lock().unwrap() = body;
-                }
-                all_up.then_some(())
-            }
-        })
-        .await;
+        test_support::until_all_up(base).await;
     }
     // The sessions really are encrypted, and ours carry the client
     // certificate.
