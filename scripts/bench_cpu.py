@@ -56,14 +56,19 @@ def pids_of(spec):
     raise SystemExit(f"bench_cpu: unknown group spec {spec!r} (pid:N or comm:NAME)")
 
 
+def read_stat(path):
+    """A /proc stat file as (command name, the fields after it)."""
+    with open(path) as f:
+        stat = f.read()
+    # The command name may hold spaces: the fields start after its ')'.
+    return stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
 def cpu_of(pid):
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
+        _, fields = read_stat(f"/proc/{pid}/stat")
     except OSError:
         return None
-    # The command name may hold spaces: the fields start after its ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
     utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
     return (utime + stime + cutime + cstime) / TICKS
 
@@ -87,14 +92,11 @@ def threads_of(pids):
             continue
         for tid in tids:
             try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    stat = f.read()
+                comm, fields = read_stat(f"/proc/{pid}/task/{tid}/stat")
                 with open(f"/proc/{pid}/task/{tid}/status") as f:
                     status = f.read()
             except OSError:
                 continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2:].split()
             secs = (int(fields[11]) + int(fields[12])) / TICKS
             switches = int(re.search(r"^voluntary_ctxt_switches:\s*(\d+)", status, re.M).group(1))
             name = thread_name(comm)
@@ -107,11 +109,12 @@ def threads_of(pids):
     # it (`2_dirty_io_sche`, `10_dirty_io_sch`): of two truncated names, one
     # that begins the other is the same name.
     for name in sorted(cut, key=len):
+        if name not in out:
+            continue  # already merged into a shorter one
         for longer in [n for n in cut if n != name and n.startswith(name) and n in out]:
-            if name in out:
-                gone = out.pop(longer)
-                out[name][0] += gone[0]
-                out[name][1] += gone[1]
+            gone = out.pop(longer)
+            out[name][0] += gone[0]
+            out[name][1] += gone[1]
     return out
 
 
@@ -198,14 +201,13 @@ def main():
         },
     }
     if a.threads and idle_wall > 0:
+        # The idle window's figures, scaled to the command's wall time.
+        scale = wall / idle_wall
         for name, group in report["groups"].items():
-            # The idle window's figures, scaled to the command's wall time.
-            scale = wall / idle_wall
-            net = {
-                t: [max(secs - idle_threads[name].get(t, [0.0, 0])[0] * scale, 0.0),
-                    max(switches - idle_threads[name].get(t, [0.0, 0])[1] * scale, 0.0)]
-                for t, (secs, switches) in busy_threads[name].items()
-            }
+            net = {}
+            for t, (secs, switches) in busy_threads[name].items():
+                idle_secs, idle_switches = idle_threads[name].get(t, [0.0, 0])
+                net[t] = [max(secs - idle_secs * scale, 0.0), max(switches - idle_switches * scale, 0.0)]
             order = sorted(net, key=lambda t: -net[t][0])
             group["threads"] = {t: net[t][0] for t in order}
             group["thread_switches"] = {t: net[t][1] for t in order}
